@@ -1,0 +1,99 @@
+/* selfsup data: datasets (IDX / CIFAR binary), per-image augmentations and a
+ * threaded batch loader whose output depends only on (seed, epoch, step). */
+#ifndef SELFSUP_DATA_H
+#define SELFSUP_DATA_H
+
+#include <stdint.h>
+
+#include "selfsup/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- datasets ---------------------------------------------------------- */
+
+typedef struct ssl_dataset {
+    int n, c, h, w;   /* images: n x c x h x w, uint8, NCHW */
+    uint8_t *images;  /* (n, c, h, w) */
+    int32_t *labels;  /* (n), or NULL */
+    int n_classes;    /* 10 for (fashion-)mnist / cifar10, 100 for cifar100 */
+    char source[512]; /* the file(s) it came from, for messages */
+} ssl_dataset;
+
+/* spec: a named dataset ("fashion-mnist" -> /usr/share/datasets/fashion-mnist,
+ * "mnist" -> /usr/share/datasets/mnist) or a folder holding either the four
+ * MNIST-named IDX files (plain or .gz) or CIFAR binary batches
+ * (data_batch_1..5.bin + test_batch.bin: CIFAR-10; train.bin + test.bin:
+ * CIFAR-100, fine labels). The format is detected from the files.
+ * train: 1 train split, 0 test split. On failure ds is left empty. */
+int ssl_dataset_load(ssl_dataset *ds, const char *spec, int train, char *err);
+void ssl_dataset_free(ssl_dataset *ds);
+
+/* Reads one IDX file of unsigned bytes (gzipped or plain). On success *data
+ * (dims[0] x ... x dims[ndim-1] bytes, free with free()) and the dims are set;
+ * ndim is 1..4. The file must hold exactly the bytes its header announces. */
+int ssl_idx_read(const char *path, int *ndim, int dims[4], uint8_t **data, char *err);
+
+/* ---- augmentation ------------------------------------------------------ */
+
+typedef struct ssl_aug {
+    int out_h, out_w;
+    float crop_scale_min, crop_scale_max; /* random resized crop (torchvision semantics) */
+    float crop_ratio_min, crop_ratio_max; /* aspect ratio range, e.g. 3/4, 4/3; scale
+                                              1..1 with ratio 0: whole image, no crop */
+    float flip_p;                         /* horizontal flip */
+    float jitter_p, brightness, contrast, saturation, hue; /* ColorJitter, random order;
+                                              saturation and hue skip 1-channel images */
+    float gray_p;                         /* random grayscale (no-op on 1 channel) */
+    float blur_p, blur_sigma_min, blur_sigma_max;
+    int blur_kernel;                      /* odd, ~10% of the image size */
+    float solarize_p, solarize_threshold; /* x >= t -> 1 - x, x in [0, 1] */
+    float mean[3], std[3];                /* normalization, applied last */
+} ssl_aug;
+
+/* SimCLR defaults for small images (solo-learn's CIFAR strengths 0.4/0.4/0.4/0.1,
+ * no blur at <= 32 px); mean/std of Fashion-MNIST for c == 1, CIFAR-10 for c == 3. */
+void ssl_aug_simclr(ssl_aug *a, int c, int h, int w);
+/* No randomness: full-image resize to (h, w) (identity at equal size) + normalize. */
+void ssl_aug_eval(ssl_aug *a, int c, int h, int w);
+
+/* Scratch floats ssl_aug_apply needs for an image of c x h x w. */
+size_t ssl_aug_scratch_floats(const ssl_aug *a, int c, int h, int w);
+
+/* src: (c, h, w) uint8; dst: (c, out_h, out_w) float, normalized;
+ * scratch: >= ssl_aug_scratch_floats() floats, i.e. 2*c*max(h*w, out_h*out_w).
+ * rng advances. c is 1 or 3. */
+void ssl_aug_apply(const ssl_aug *a, const uint8_t *src, int c, int h, int w, float *dst,
+                   float *scratch, ssl_rng *rng);
+
+/* Whole split through eval_aug (deterministic): out is (n, c, out_h, out_w).
+ * Returns SSL_OK or SSL_ENOMEM. */
+int ssl_dataset_to_float(const ssl_dataset *ds, const ssl_aug *eval_aug, float *out);
+
+/* ---- loader ------------------------------------------------------------ */
+
+typedef struct ssl_loader ssl_loader;
+
+/* n_views augmented views of each image, view v through augs[v] (copied);
+ * batch images per step, last partial batch dropped. The epoch's order is a
+ * permutation of (seed, epoch) alone, and view v of sample i in epoch e uses
+ * ssl_rng_derive(&r, seed, e * n + i, v), so batches are identical for any
+ * n_workers. n_workers == 0 fills batches on the caller's thread.
+ * ds must outlive the loader. */
+int ssl_loader_create(ssl_loader **out, const ssl_dataset *ds, const ssl_aug *augs,
+                      int n_views, int batch, uint64_t seed, int n_workers, char *err);
+int ssl_loader_steps_per_epoch(const ssl_loader *l);
+/* The next ssl_loader_next returns (epoch, step); used for resume. */
+void ssl_loader_seek(ssl_loader *l, int epoch, int step);
+/* Blocks until the next batch is ready. (*views)[v]: (batch, c, out_h, out_w)
+ * of augs[v]; *labels: (batch) or NULL. Valid until the next call. */
+int ssl_loader_next(ssl_loader *l, float *const **views, const int32_t **labels, int *epoch,
+                    int *step, char *err);
+/* Stops and joins the workers, even mid-batch. NULL is fine. */
+void ssl_loader_free(ssl_loader *l);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

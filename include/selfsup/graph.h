@@ -1,0 +1,132 @@
+/* Tensors and reverse-mode differentiation over coarse ops.
+ *
+ * A graph records, during the forward pass, one node per op with a hand-written
+ * backward. Every activation, gradient and saved buffer of a step comes from the
+ * graph's arena; ssl_graph_reset() rewinds it. The first step sizes the arena,
+ * so later steps of the same shapes allocate nothing.
+ *
+ * Ops return NULL when an input is NULL or memory runs out (ctx->err says why),
+ * so a model can chain ops and check only the final result. */
+#ifndef SELFSUP_GRAPH_H
+#define SELFSUP_GRAPH_H
+
+#include "selfsup/core.h"
+#include "selfsup/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A float32 tensor. 4-D tensors have logical shape (N, C, H, W) whatever their
+ * layout; 1-D and 2-D tensors are row-major. grad is NULL until a gradient
+ * reaches it; parameters own a persistent grad. */
+typedef struct ssl_tensor {
+    float *data;
+    float *grad;
+    int ndim;
+    int shape[4];
+    ssl_layout layout;
+    ssl_device device;
+    int requires_grad;
+} ssl_tensor;
+
+long ssl_tensor_numel(const ssl_tensor *t);
+/* Wraps persistent memory (a parameter or an input owned elsewhere). */
+ssl_tensor ssl_tensor_wrap(float *data, float *grad, int ndim, const int *shape,
+                           ssl_layout layout);
+
+/* Bump allocator with one block; an overflow goes to extra blocks that the
+ * next reset folds into one block big enough for the whole step. */
+typedef struct ssl_arena {
+    char *base;
+    size_t cap, used;
+    void **extra;
+    int n_extra, cap_extra;
+    size_t extra_bytes;
+    size_t high_water; /* bytes, for memory reports */
+    int n_grows;       /* block allocations so far (tests check it stops) */
+} ssl_arena;
+
+void *ssl_arena_alloc(ssl_arena *a, size_t bytes); /* 64-byte aligned, NULL on OOM */
+void ssl_arena_reset(ssl_arena *a);
+void ssl_arena_free(ssl_arena *a);
+
+struct ssl_graph;
+struct ssl_node;
+typedef void (*ssl_backward_fn)(struct ssl_graph *g, struct ssl_node *n);
+
+typedef struct ssl_node {
+    ssl_backward_fn backward;
+    ssl_tensor *in[3];
+    ssl_tensor *out;
+    void *saved;       /* op-specific, in the arena */
+    void *attr;        /* op-specific, owned elsewhere (e.g. a BN layer) */
+    int iattr[6];
+    float fattr[2];
+} ssl_node;
+
+typedef struct ssl_graph {
+    ssl_ctx *ctx;
+    const ssl_backend *be;
+    ssl_arena arena;
+    ssl_node *nodes;
+    int n_nodes, cap_nodes;
+    int training; /* BN: batch statistics and running-stat updates */
+    int record;   /* record nodes for backward; 0 for inference */
+} ssl_graph;
+
+void ssl_graph_init(ssl_graph *g, ssl_ctx *ctx);
+/* Starts a new step: forgets nodes and rewinds the arena. */
+void ssl_graph_reset(ssl_graph *g);
+void ssl_graph_free(ssl_graph *g);
+/* Seeds d(loss)/d(loss) = 1 for a 1-element loss and runs every node's
+ * backward in reverse order. Parameter grads are accumulated (+=). */
+int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss);
+
+/* A tensor whose memory lives in the arena (uninitialized). */
+ssl_tensor *ssl_tensor_new(ssl_graph *g, int ndim, const int *shape, ssl_layout layout);
+/* The gradient buffer of t, allocated zeroed on first use. */
+float *ssl_tensor_grad(ssl_graph *g, ssl_tensor *t);
+
+/* Batch-norm layer state the op reads and updates. */
+typedef struct ssl_bn_layer {
+    ssl_tensor weight, bias;         /* (C) gamma, beta */
+    float *running_mean, *running_var; /* (C) */
+    int64_t num_batches_tracked;
+    int C;
+    float momentum, eps;
+} ssl_bn_layer;
+
+/* ---- ops (outputs in the arena; see ops.h for the math) ---- */
+/* x (N,C,H,W) any layout -> same data in `layout` */
+ssl_tensor *ssl_op_to_layout(ssl_graph *g, ssl_tensor *x, ssl_layout layout);
+/* x (N,C,H,W), w (K,C,R,S) -> (N,K,OH,OW), x's layout */
+ssl_tensor *ssl_op_conv2d(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, int stride, int pad);
+/* x (N,C,H,W) or (N,C) */
+ssl_tensor *ssl_op_batchnorm(ssl_graph *g, ssl_tensor *x, ssl_bn_layer *bn);
+ssl_tensor *ssl_op_relu(ssl_graph *g, ssl_tensor *x);
+ssl_tensor *ssl_op_maxpool(ssl_graph *g, ssl_tensor *x, int k, int stride, int pad);
+ssl_tensor *ssl_op_avgpool(ssl_graph *g, ssl_tensor *x, int k, int stride, int pad);
+/* x (N,C,H,W) -> (N,C) */
+ssl_tensor *ssl_op_global_avgpool(ssl_graph *g, ssl_tensor *x);
+/* x (N,I), w (O,I), b (O) or NULL -> (N,O) */
+ssl_tensor *ssl_op_linear(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, ssl_tensor *b);
+/* a + b, same shape and layout */
+ssl_tensor *ssl_op_add(ssl_graph *g, ssl_tensor *a, ssl_tensor *b);
+/* Along the batch (first) dimension; same layout. */
+ssl_tensor *ssl_op_concat_batch(ssl_graph *g, ssl_tensor *a, ssl_tensor *b);
+ssl_tensor *ssl_op_slice_batch(ssl_graph *g, ssl_tensor *x, int start, int count);
+/* rows of x (N,D) scaled to unit L2 norm (eps 1e-12, as F.normalize) */
+ssl_tensor *ssl_op_l2normalize(ssl_graph *g, ssl_tensor *x);
+/* a (M,K) * b (K,N), or b^T when trans_b (b: (N,K)) -> (M,N) */
+ssl_tensor *ssl_op_matmul(ssl_graph *g, ssl_tensor *a, ssl_tensor *b, int trans_b);
+/* mean over rows of -log softmax(logits)[label]; logits (N,C), labels (N) copied -> (1) */
+ssl_tensor *ssl_op_softmax_ce(ssl_graph *g, ssl_tensor *logits, const int32_t *labels);
+/* SimCLR's NT-Xent over 2N views: z (2N,D) L2-normalized, row i's positive is
+ * row (i+N) mod 2N, all other rows are negatives; mean over the 2N rows -> (1) */
+ssl_tensor *ssl_op_ntxent(ssl_graph *g, ssl_tensor *z, float temperature);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,72 @@
+/* Optimizers (SGD, LARS, AdamW) over an array of ssl_param, learning-rate and
+ * momentum schedules, and the EMA update used by BYOL/DINO-style teachers.
+ * An optimizer owns its state (momentum, Adam moments) in one allocation made
+ * at creation; a step allocates nothing. Params with no_decay get no weight
+ * decay (and, for LARS, no trust ratio): the usual bias / BN exclusion. */
+#ifndef SELFSUP_OPTIM_H
+#define SELFSUP_OPTIM_H
+
+#include "selfsup/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ssl_optim_kind {
+    SSL_OPTIM_SGD = 0,
+    SSL_OPTIM_LARS,
+    SSL_OPTIM_ADAMW
+} ssl_optim_kind;
+
+typedef struct ssl_optim_config {
+    ssl_optim_kind kind;
+    /* lr is the base rate (schedules start from it); each step gets its own lr.
+     * SGD follows torch.optim.SGD (dampening 0): d = g + wd*p;
+     * buf = mu*buf + d (buf = d on the first step); p -= lr*(nesterov ? d + mu*buf : buf). */
+    float lr, momentum, weight_decay;
+    int nesterov;                 /* SGD and LARS; needs momentum > 0 */
+    float eta;                    /* LARS trust coefficient (SimCLR: 0.001) */
+    float beta1, beta2, eps;      /* AdamW, torch.optim.AdamW semantics */
+} ssl_optim_config;
+
+typedef struct ssl_optim ssl_optim;
+
+/* params: n_params records that must outlive the optimizer (data/grad are
+ * read at every step). Each needs a name (state names derive from it), data,
+ * grad, numel > 0 and a shape whose product is numel. */
+int ssl_optim_create(ssl_optim **out, const ssl_optim_config *cfg, ssl_param *params,
+                     int n_params, char *err);
+/* One step with learning rate lr (the schedule's value for this step). */
+void ssl_optim_step(ssl_optim *o, float lr);
+void ssl_optim_free(ssl_optim *o);
+
+/* State for checkpoints: named float buffers shaped like their param,
+ * "optim.momentum.<name>" (SGD, LARS) or "optim.exp_avg.<name>" and
+ * "optim.exp_avg_sq.<name>" (AdamW), plus the step count. Restore by writing
+ * into the buffers' data, then calling ssl_optim_set_steps. */
+int ssl_optim_state_count(const ssl_optim *o);
+/* Out-of-range i gives a zeroed buffer (name NULL). */
+ssl_buffer ssl_optim_state(const ssl_optim *o, int i);
+int64_t ssl_optim_steps(const ssl_optim *o);
+void ssl_optim_set_steps(ssl_optim *o, int64_t steps); /* negative means 0 */
+
+/* Linear warm-up base*(step+1)/warmup_steps for step < warmup_steps, then
+ * cosine decay from base_lr (at step == warmup_steps) to final_lr (at
+ * step == total_steps, and after). */
+float ssl_lr_warmup_cosine(int64_t step, int64_t warmup_steps, int64_t total_steps,
+                           float base_lr, float final_lr);
+/* SimCLR's learning-rate scaling: "linear" lr = base_lr * batch / 256 (the
+ * rule of Goyal et al., used for LARS at large batches) and "sqrt"
+ * lr = base_lr * sqrt(batch) (SimCLR's choice for small batches). */
+float ssl_lr_scale_linear(float base_lr, int64_t batch);
+float ssl_lr_scale_sqrt(float base_lr, int64_t batch);
+/* Cosine ramp of a teacher momentum from base to 1 (BYOL, DINO):
+ * tau = 1 - (1 - base) * (cos(pi * step / total) + 1) / 2, step clamped to [0, total]. */
+float ssl_momentum_cosine(int64_t step, int64_t total_steps, float base);
+/* target = m*target + (1-m)*online; target, online (n). */
+void ssl_ema_update(float *target, const float *online, int64_t n, float m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,116 @@
+/* The shared pretraining loop, checkpoints and evaluation protocols. */
+#ifndef SELFSUP_TRAIN_H
+#define SELFSUP_TRAIN_H
+
+#include "selfsup/data.h"
+#include "selfsup/method.h"
+#include "selfsup/optim.h"
+
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ssl_train_config {
+    char method[32];       /* --method: simclr */
+    char data[512];        /* --data: fashion-mnist or a folder */
+    char arch[32];         /* --arch: resnet18, resnet34, resnet50 */
+    int width;             /* --width: base width (64 = torchvision) */
+    ssl_stem stem;         /* --stem: small or imagenet */
+    int epochs;            /* --epochs (used when steps == 0) */
+    int64_t steps;         /* --steps: total optimizer steps, overrides epochs */
+    int batch_size;        /* --batch-size: images per step (each gives n_views views) */
+    char optimizer[16];    /* --optimizer: lars, sgd, adamw */
+    float lr;              /* --lr: base learning rate for batch 256 (scaled linearly) */
+    float weight_decay;    /* --weight-decay */
+    float momentum;        /* --momentum */
+    float warmup_epochs;   /* --warmup-epochs */
+    ssl_method_config mcfg;/* --temperature, --proj-hidden, --proj-dim */
+    int threads;           /* --threads (0: all cores) */
+    int workers;           /* --workers: loader threads */
+    uint64_t seed;         /* --seed */
+    char out[512];         /* --out: run folder (checkpoints, log.jsonl) */
+    char resume[512];      /* --resume CKPT */
+    int log_every;         /* --log-every: steps between progress lines */
+    int quiet;             /* no progress lines */
+    int64_t stop_after;    /* --stop-after: stop (with a checkpoint) after this global step; 0 = no */
+} ssl_train_config;
+
+/* Defaults: SimCLR on Fashion-MNIST, ResNet-18 small stem, width 16, batch
+ * 256, LARS lr 0.3 (x batch/256), wd 1e-6, temperature 0.2, 10 warm-up %. */
+void ssl_train_config_default(ssl_train_config *c);
+/* Writes the config as one JSON object (no newline). */
+void ssl_train_config_json(const ssl_train_config *c, FILE *f);
+/* The encoder config the training config asks for. */
+int ssl_train_encoder_config(const ssl_train_config *c, int in_channels,
+                             ssl_resnet_config *enc, char *err);
+
+typedef struct ssl_train_result {
+    int64_t steps;        /* global step reached */
+    int epochs_done;
+    double final_loss;    /* mean of the last logged interval */
+    double seconds;       /* wall time of this run's steps */
+    double img_per_s;
+    size_t peak_rss;
+    char checkpoint[600]; /* path of the last checkpoint written */
+} ssl_train_result;
+
+/* Trains (or resumes) and writes <out>/last.safetensors and <out>/log.jsonl.
+ * m is created inside; the caller frees it with ssl_method_free. */
+int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx *ctx,
+                 ssl_method *m, ssl_train_result *res);
+
+/* ---- checkpoints (safetensors; format "selfsup-checkpoint" version 1) ---- */
+/* Encoder tensors use torchvision names; heads are prefixed ("projector.");
+ * optimizer state is "optim.*"; metadata holds step, epoch, RNG, config. */
+typedef struct ssl_train_state {
+    int64_t step;
+    int epoch, step_in_epoch;
+    uint64_t seed;
+} ssl_train_state;
+
+int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl_method *m,
+                        const ssl_optim *opt, const ssl_train_state *st, char *err);
+/* Reads the run's config (metadata "config") so that a resume or an eval
+ * rebuilds the same networks. */
+int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_channels,
+                               char *err);
+/* Loads tensors into m (and opt, st when not NULL). Every tensor the networks
+ * need must be present with the same shape; architecture mismatch is an error. */
+int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_train_state *st,
+                        char *err);
+
+/* ---- evaluation ---- */
+/* Frozen features of a whole split: encoder in eval mode (running BN stats),
+ * out (ds->n, feat_dim). */
+int ssl_extract_features(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *ds, int batch,
+                         float *out);
+
+enum { SSL_EVAL_KNN = 1, SSL_EVAL_LINEAR = 2 };
+
+typedef struct ssl_eval_row {
+    char name[64];
+    int protocols; /* in: SSL_EVAL_KNN | SSL_EVAL_LINEAR; 0 means both. Skipped ones are NaN */
+    double knn200, knn20, linear;
+    double linear_lambda;
+    int dim;
+    double seconds;
+} ssl_eval_row;
+
+/* k-NN (k=200 and k=20, T=0.1) and the linear probe on (train, test) features. */
+int ssl_eval_features(const float *train, const int32_t *ytrain, int ntrain, const float *test,
+                      const int32_t *ytest, int ntest, int d, int n_classes, uint64_t seed,
+                      ssl_eval_row *row, char *err);
+/* The same on an encoder's features of two splits. */
+int ssl_eval_encoder(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *train,
+                     const ssl_dataset *test, uint64_t seed, ssl_eval_row *row);
+/* Raw pixels (normalized as the encoder's input) as features. */
+int ssl_eval_raw(const ssl_dataset *train, const ssl_dataset *test, uint64_t seed,
+                 ssl_eval_row *row, char *err);
+void ssl_eval_print_table(FILE *f, const ssl_eval_row *rows, int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

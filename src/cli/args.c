@@ -1,0 +1,159 @@
+/* Option parsing shared by the subcommands: --name value or --name=value. */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_error(const char *cmd, const char *msg)
+{
+    fprintf(stderr, "selfsup %s: %s\n", cmd, msg);
+}
+
+static int usage_err(const char *cmd, const char *fmt, const char *a, const char *b)
+{
+    char msg[768];
+    snprintf(msg, sizeof msg, fmt, a, b);
+    fprintf(stderr, "selfsup %s: %s (see 'selfsup %s --help')\n", cmd, msg, cmd);
+    return CLI_USAGE;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_float(const char *s, float *out)
+{
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end) return 0;
+    *out = v;
+    return 1;
+}
+
+int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *usage)
+{
+    memset(o, 0, sizeof *o);
+    ssl_train_config_default(&o->train);
+    snprintf(o->protocol, sizeof o->protocol, "all");
+    snprintf(o->split, sizeof o->split, "test");
+    snprintf(o->device, sizeof o->device, "cpu");
+    ssl_train_config *t = &o->train;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage, stdout);
+            return -1;
+        }
+        if (strncmp(a, "--", 2)) {
+            if (o->positional) return usage_err(cmd, "unexpected argument '%s'%s", a, "");
+            o->positional = a;
+            continue;
+        }
+        char name[64];
+        const char *val = NULL, *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        if (nl >= sizeof name) return usage_err(cmd, "unknown option '%s'%s", a, "");
+        memcpy(name, a, nl);
+        name[nl] = 0;
+        /* flags */
+        if (!strcmp(name, "--json")) { o->json = 1; continue; }
+        if (!strcmp(name, "--baselines")) { o->baselines = 1; continue; }
+        if (!strcmp(name, "--no-eval")) { o->no_eval = 1; continue; }
+        if (!strcmp(name, "--quiet")) { t->quiet = 1; continue; }
+        if (eq) val = eq + 1;
+        else if (i + 1 < argc) val = argv[++i];
+        else return usage_err(cmd, "option '%s' needs a value%s", name, "");
+        long v;
+        float f;
+#define STR(opt, dst) if (!strcmp(name, opt)) { \
+            if (strlen(val) >= sizeof(dst)) return usage_err(cmd, "value of %s too long%s", opt, ""); \
+            snprintf(dst, sizeof(dst), "%s", val); continue; }
+#define INT(opt, dst, lo, hi) if (!strcmp(name, opt)) { \
+            if (!parse_long(val, lo, hi, &v)) return usage_err(cmd, "%s: '%s' is not a valid integer in range", opt, val); \
+            dst = v; continue; }
+#define FLT(opt, dst) if (!strcmp(name, opt)) { \
+            if (!parse_float(val, &f)) return usage_err(cmd, "%s: '%s' is not a number", opt, val); \
+            dst = f; continue; }
+        if (!strcmp(name, "--data")) o->data_set = 1;
+        if (!strcmp(name, "--arch") || !strcmp(name, "--width")) o->arch_set = 1;
+        STR("--method", t->method);
+        STR("--data", t->data);
+        STR("--arch", t->arch);
+        STR("--optimizer", t->optimizer);
+        STR("--out", t->out);
+        STR("--resume", t->resume);
+        STR("--protocol", o->protocol);
+        STR("--split", o->split);
+        STR("--prefix", o->prefix);
+        STR("--device", o->device);
+        INT("--width", t->width, 1, 1024);
+        INT("--epochs", t->epochs, 0, 100000);
+        INT("--steps", t->steps, 0, 1000000000L);
+        INT("--batch-size", t->batch_size, 2, 1 << 20);
+        INT("--threads", t->threads, 0, 1024);
+        INT("--workers", t->workers, 1, 64);
+        INT("--seed", t->seed, 0, 0x7fffffffL);
+        INT("--log-every", t->log_every, 1, 1000000);
+        INT("--proj-hidden", t->mcfg.proj_hidden, 1, 65536);
+        INT("--proj-dim", t->mcfg.proj_dim, 1, 65536);
+        INT("--stop-after", t->stop_after, 0, 1000000000L);
+        FLT("--lr", t->lr);
+        FLT("--weight-decay", t->weight_decay);
+        FLT("--momentum", t->momentum);
+        FLT("--warmup-epochs", t->warmup_epochs);
+        FLT("--temperature", t->mcfg.temperature);
+        if (!strcmp(name, "--stem")) {
+            if (!strcmp(val, "small")) t->stem = SSL_STEM_SMALL;
+            else if (!strcmp(val, "imagenet")) t->stem = SSL_STEM_IMAGENET;
+            else return usage_err(cmd, "--stem: '%s' unknown (small, imagenet)%s", val, "");
+            o->arch_set = 1;
+            continue;
+        }
+#undef STR
+#undef INT
+#undef FLT
+        return usage_err(cmd, "unknown option '%s'%s", name, "");
+    }
+    return CLI_OK;
+}
+
+int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx)
+{
+    ssl_ctx_init(ctx, o->train.seed, o->train.threads);
+    const ssl_backend *be;
+    if (ssl_backend_by_name(o->device, &be, ctx->err)) {
+        cli_error(cmd, ctx->err);
+        return CLI_USAGE;
+    }
+    ctx->backend = be;
+    return CLI_OK;
+}
+
+/* JSON has no NaN: protocols not run are null. */
+static void json_pct(FILE *f, const char *key, double v)
+{
+    if (isnan(v)) fprintf(f, "\"%s\":null", key);
+    else fprintf(f, "\"%s\":%.2f", key, 100 * v);
+}
+
+void cli_json_row(FILE *f, const ssl_eval_row *r)
+{
+    fputc('{', f);
+    json_pct(f, "knn_top1_k200", r->knn200);
+    fputc(',', f);
+    json_pct(f, "knn_top1_k20", r->knn20);
+    fputc(',', f);
+    json_pct(f, "linear_top1", r->linear);
+    fprintf(f, ",\"dim\":%d,\"eval_seconds\":%.1f}", r->dim, r->seconds);
+}

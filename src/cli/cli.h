@@ -1,0 +1,40 @@
+/* selfsup command-line interface: shared helpers of the subcommands. */
+#ifndef SELFSUP_CLI_H
+#define SELFSUP_CLI_H
+
+#include "selfsup/train.h"
+
+/* Exit codes: 0 ok, 1 runtime error (bad file, NaN, ...), 2 usage error. */
+enum { CLI_OK = 0, CLI_ERR = 1, CLI_USAGE = 2 };
+
+/* Prints "selfsup <cmd>: <msg>" on one line to stderr. */
+void cli_error(const char *cmd, const char *msg);
+
+/* Options shared by the commands, parsed from argv. */
+typedef struct cli_opts {
+    ssl_train_config train;
+    int json;           /* --json: results as one JSON object on the last line */
+    int baselines;      /* --baselines: also raw pixels and the random-init encoder */
+    int no_eval;        /* --no-eval */
+    char protocol[16];  /* eval: knn, linear, all */
+    char split[16];     /* embed: train, test */
+    char prefix[512];   /* embed: output prefix */
+    char device[16];    /* --device cpu|ref|cuda */
+    const char *positional;
+    int data_set, arch_set; /* user overrode what a checkpoint says */
+} cli_opts;
+
+/* Returns CLI_OK, CLI_USAGE (message printed) or -1 when --help was printed. */
+int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *usage);
+
+/* Apply --threads and --device to a context. */
+int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx);
+
+void cli_json_row(FILE *f, const ssl_eval_row *r);
+
+int cmd_pretrain(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+#endif

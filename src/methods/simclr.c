@@ -1,0 +1,52 @@
+/* SimCLR (Chen et al. 2020, Algorithm 1): two views of each image through a
+ * shared encoder f and projector g; z = g(f(x)) L2-normalized; NT-Xent with
+ * temperature over all 2N views, each view's positive being the other view
+ * of its image and the other 2(N-1) views its negatives. */
+#include "selfsup/method.h"
+
+typedef struct simclr_state {
+    ssl_mlp projector;
+} simclr_state;
+
+static int simclr_validate(ssl_method_config *cfg, char *err)
+{
+    if (!(cfg->temperature > 0))
+        return ssl_fail(err, SSL_EINVAL, "--temperature must be > 0 (got %g)", cfg->temperature);
+    if (cfg->proj_hidden < 1 || cfg->proj_dim < 1)
+        return ssl_fail(err, SSL_EINVAL, "--proj-hidden and --proj-dim must be >= 1");
+    return SSL_OK;
+}
+
+static int simclr_init(ssl_method *m, ssl_rng *rng, char *err)
+{
+    simclr_state *s = ssl_calloc(sizeof *s);
+    if (!s) return ssl_fail(err, SSL_ENOMEM, "simclr: out of memory");
+    m->state = s;
+    if (ssl_mlp_init(&s->projector, &m->heads, "projector", m->encoder.feat_dim,
+                     m->cfg.proj_hidden, m->cfg.proj_dim, 1, rng))
+        return ssl_fail(err, SSL_ENOMEM, "simclr: out of memory for the projector");
+    return SSL_OK;
+}
+
+static ssl_tensor *simclr_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)
+{
+    simclr_state *s = m->state;
+    /* One pass over both views: BN statistics over all 2N, as in the paper's
+     * global-BN setting on one device. */
+    ssl_tensor *x = ssl_op_concat_batch(g, views[0], views[1]);
+    ssl_tensor *h = ssl_resnet_forward(g, &m->encoder, x);
+    ssl_tensor *z = ssl_op_l2normalize(g, ssl_mlp_forward(g, &s->projector, h));
+    return ssl_op_ntxent(g, z, m->cfg.temperature);
+}
+
+static void simclr_free(ssl_method *m) { ssl_free(m->state); }
+
+const ssl_method_ops ssl_method_simclr = {
+    .name = "simclr",
+    .summary = "SimCLR: two views, MLP projector with BN, NT-Xent over 2N views",
+    .n_views = 2,
+    .validate = simclr_validate,
+    .init = simclr_init,
+    .loss = simclr_loss,
+    .free = simclr_free,
+};

@@ -1,0 +1,151 @@
+/* The arena, the tape and the backward pass. */
+#include "selfsup/graph.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+long ssl_tensor_numel(const ssl_tensor *t)
+{
+    long n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+ssl_tensor ssl_tensor_wrap(float *data, float *grad, int ndim, const int *shape,
+                           ssl_layout layout)
+{
+    ssl_tensor t;
+    memset(&t, 0, sizeof t);
+    t.data = data;
+    t.grad = grad;
+    t.ndim = ndim;
+    for (int i = 0; i < ndim; i++) t.shape[i] = shape[i];
+    t.layout = layout;
+    t.device = SSL_DEVICE_CPU;
+    t.requires_grad = grad != NULL;
+    return t;
+}
+
+void *ssl_arena_alloc(ssl_arena *a, size_t bytes)
+{
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (a->base && a->used + bytes <= a->cap) {
+        void *p = a->base + a->used;
+        a->used += bytes;
+        if (a->used + a->extra_bytes > a->high_water) a->high_water = a->used + a->extra_bytes;
+        return p;
+    }
+    /* Overflow (first step only): a block of its own, folded in at reset. */
+    if (a->n_extra == a->cap_extra) {
+        int nc = a->cap_extra ? 2 * a->cap_extra : 64;
+        void **e = realloc(a->extra, sizeof(void *) * nc);
+        if (!e) return NULL;
+        a->extra = e;
+        a->cap_extra = nc;
+    }
+    void *p = ssl_malloc(bytes);
+    if (!p) return NULL;
+    a->extra[a->n_extra++] = p;
+    a->extra_bytes += bytes;
+    a->n_grows++;
+    a->used = a->cap; /* later small allocations of this step go to extras too */
+    if (a->cap + a->extra_bytes > a->high_water) a->high_water = a->cap + a->extra_bytes;
+    return p;
+}
+
+void ssl_arena_reset(ssl_arena *a)
+{
+    if (a->n_extra) {
+        size_t need = a->cap + a->extra_bytes;
+        for (int i = 0; i < a->n_extra; i++) ssl_free(a->extra[i]);
+        a->n_extra = 0;
+        a->extra_bytes = 0;
+        ssl_free(a->base);
+        a->base = ssl_malloc(need);
+        a->cap = a->base ? need : 0;
+        a->n_grows++;
+    }
+    a->used = 0;
+}
+
+void ssl_arena_free(ssl_arena *a)
+{
+    for (int i = 0; i < a->n_extra; i++) ssl_free(a->extra[i]);
+    free(a->extra);
+    ssl_free(a->base);
+    memset(a, 0, sizeof *a);
+}
+
+void ssl_graph_init(ssl_graph *g, ssl_ctx *ctx)
+{
+    memset(g, 0, sizeof *g);
+    g->ctx = ctx;
+    g->be = ctx->backend ? ctx->backend : ssl_backend_default();
+    g->training = 1;
+    g->record = 1;
+}
+
+void ssl_graph_reset(ssl_graph *g)
+{
+    g->n_nodes = 0;
+    ssl_arena_reset(&g->arena);
+}
+
+void ssl_graph_free(ssl_graph *g)
+{
+    ssl_arena_free(&g->arena);
+    free(g->nodes);
+    g->nodes = NULL;
+    g->n_nodes = g->cap_nodes = 0;
+}
+
+ssl_tensor *ssl_tensor_new(ssl_graph *g, int ndim, const int *shape, ssl_layout layout)
+{
+    ssl_tensor *t = ssl_arena_alloc(&g->arena, sizeof *t);
+    if (!t) goto oom;
+    memset(t, 0, sizeof *t);
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->layout = ndim == 4 ? layout : SSL_LAYOUT_NCHW;
+    t->device = SSL_DEVICE_CPU;
+    t->data = ssl_arena_alloc(&g->arena, sizeof(float) * (size_t)ssl_tensor_numel(t));
+    if (!t->data) goto oom;
+    return t;
+oom:
+    ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for activations (arena at %zu bytes)",
+                 g->arena.cap + g->arena.extra_bytes);
+    return NULL;
+}
+
+float *ssl_tensor_grad(ssl_graph *g, ssl_tensor *t)
+{
+    if (!t->grad) {
+        size_t bytes = sizeof(float) * (size_t)ssl_tensor_numel(t);
+        t->grad = ssl_arena_alloc(&g->arena, bytes);
+        if (!t->grad) {
+            ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for gradients");
+            return NULL;
+        }
+        memset(t->grad, 0, bytes);
+    }
+    return t->grad;
+}
+
+int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss)
+{
+    if (!loss) return SSL_ENOMEM;
+    if (ssl_tensor_numel(loss) != 1)
+        return ssl_ctx_fail(g->ctx, SSL_ESHAPE, "backward: loss must have one element");
+    float *gl = ssl_tensor_grad(g, loss);
+    if (!gl) return SSL_ENOMEM;
+    gl[0] = 1.0f;
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        ssl_node *n = &g->nodes[i];
+        if (!n->out->grad) continue; /* nothing flowed back into this op */
+        for (int k = 0; k < 3; k++)
+            if (n->in[k] && n->in[k]->requires_grad && !ssl_tensor_grad(g, n->in[k]))
+                return SSL_ENOMEM;
+        n->backward(g, n);
+    }
+    return SSL_OK;
+}

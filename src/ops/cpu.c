@@ -1,0 +1,406 @@
+/* The default CPU backend: convolution as im2col + BLAS over chunks of images,
+ * one chunk per OpenMP task; batch norm, pooling and ReLU parallel over
+ * channels. BLAS runs single-threaded inside each task, so exactly n_threads
+ * threads work and none oversubscribe. Checked against ref.c by tests/test_ops.c. */
+#include "selfsup/ops.h"
+
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static inline int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline long act_index(ssl_layout l, int N, int C, int hw, int n, int c, int i)
+{
+    return l == SSL_LAYOUT_CNHW ? ((long)c * N + n) * hw + i : ((long)n * C + c) * hw + i;
+}
+
+/* Output columns ow whose input column ow*stride - pad + s lies inside
+ * [0, W): the half-open range [*lo, *hi). */
+static inline void valid_cols(int OW, int W, int stride, int pad, int s, int *lo, int *hi)
+{
+    int a = pad - s, l = a > 0 ? (a + stride - 1) / stride : 0;
+    int h = (W - 1 + pad - s) / stride + 1; /* W-1+pad-s >= 0 unless the kernel overhangs */
+    if (W - 1 + pad - s < 0) h = 0;
+    if (h > OW) h = OW;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* col (C*R*S, nb*OH*OW) <- patches of images n0 .. n0+nb-1 of x */
+static void im2col(float *col, const float *x, const ssl_conv_desc *d, int n0, int nb)
+{
+    long xsn, xsc;
+    ssl_layout_strides(d->layout, d->N, d->C, d->H, d->W, &xsn, &xsc);
+    const long ohw = (long)d->OH * d->OW, cols = nb * ohw;
+    const int st = d->stride;
+    for (int c = 0; c < d->C; c++)
+        for (int r = 0; r < d->R; r++)
+            for (int s = 0; s < d->S; s++) {
+                float *row = col + ((long)(c * d->R + r) * d->S + s) * cols;
+                int lo, hi;
+                valid_cols(d->OW, d->W, st, d->pad, s, &lo, &hi);
+                for (int j = 0; j < nb; j++) {
+                    const float *xp = x + (n0 + j) * xsn + c * xsc;
+                    float *o = row + j * ohw;
+                    for (int oh = 0; oh < d->OH; oh++) {
+                        int ih = oh * st - d->pad + r;
+                        float *orow = o + (long)oh * d->OW;
+                        if (ih < 0 || ih >= d->H) {
+                            memset(orow, 0, sizeof(float) * d->OW);
+                            continue;
+                        }
+                        /* input column of output ow is base + ow*st (valid in [lo, hi)) */
+                        const long base = (long)ih * d->W - d->pad + s;
+                        for (int ow = 0; ow < lo; ow++) orow[ow] = 0.0f;
+                        if (st == 1) {
+                            if (hi > lo) memcpy(orow + lo, xp + (base + lo), sizeof(float) * (hi - lo));
+                        } else {
+                            for (int ow = lo; ow < hi; ow++) orow[ow] = xp[base + (long)ow * st];
+                        }
+                        for (int ow = hi; ow < d->OW; ow++) orow[ow] = 0.0f;
+                    }
+                }
+            }
+}
+
+/* dx of images n0 .. n0+nb-1 += col2im(dcol) */
+static void col2im_add(float *dx, const float *dcol, const ssl_conv_desc *d, int n0, int nb)
+{
+    long xsn, xsc;
+    ssl_layout_strides(d->layout, d->N, d->C, d->H, d->W, &xsn, &xsc);
+    const long ohw = (long)d->OH * d->OW, cols = nb * ohw;
+    const int st = d->stride;
+    for (int c = 0; c < d->C; c++)
+        for (int r = 0; r < d->R; r++)
+            for (int s = 0; s < d->S; s++) {
+                const float *row = dcol + ((long)(c * d->R + r) * d->S + s) * cols;
+                int lo, hi;
+                valid_cols(d->OW, d->W, st, d->pad, s, &lo, &hi);
+                for (int j = 0; j < nb; j++) {
+                    float *xp = dx + (n0 + j) * xsn + c * xsc;
+                    const float *o = row + j * ohw;
+                    for (int oh = 0; oh < d->OH; oh++) {
+                        int ih = oh * st - d->pad + r;
+                        if (ih < 0 || ih >= d->H) continue;
+                        const long base = (long)ih * d->W - d->pad + s;
+                        const float *orow = o + (long)oh * d->OW;
+                        if (st == 1)
+                            for (int ow = lo; ow < hi; ow++) xp[base + ow] += orow[ow];
+                        else
+                            for (int ow = lo; ow < hi; ow++) xp[base + (long)ow * st] += orow[ow];
+                    }
+                }
+            }
+}
+
+static int is_pointwise(const ssl_conv_desc *d)
+{
+    return d->R == 1 && d->S == 1 && d->stride == 1 && d->pad == 0;
+}
+
+/* Images per chunk: whole images, about 1 MiB of columns, at least two chunks
+ * per thread when the batch allows. NCHW output rows are per image, so 1. */
+static int chunk_images(ssl_ctx *ctx, const ssl_conv_desc *d)
+{
+    if (d->layout != SSL_LAYOUT_CNHW) return 1;
+    long per_img = (long)d->C * d->R * d->S * d->OH * d->OW;
+    int nb = (int)((256L * 1024) / (per_img > 0 ? per_img : 1));
+    int max_nb = d->N / (2 * ctx->n_threads);
+    if (nb > max_nb) nb = max_nb;
+    return nb < 1 ? 1 : nb;
+}
+
+/* Matrix view of images n0.. of an activation with `ch` channels and hw
+ * positions: pointer and leading dimension. */
+static void act_block(ssl_layout l, int N, int ch, long hw, int n0, const float *base,
+                      const float **p, int *ld)
+{
+    if (l == SSL_LAYOUT_CNHW) { *p = base + n0 * hw; *ld = (int)(N * hw); }
+    else { *p = base + (long)n0 * ch * hw; *ld = (int)hw; }
+}
+
+static void cpu_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
+                           const ssl_conv_desc *d)
+{
+    const int crs = d->C * d->R * d->S;
+    const long ohw = (long)d->OH * d->OW;
+    const int nb = chunk_images(ctx, d);
+    const int n_chunks = (d->N + nb - 1) / nb;
+    const int pw = is_pointwise(d);
+    float *scratch = pw ? NULL : ssl_ctx_scratch(ctx, sizeof(float) * (size_t)crs * nb * ohw * ctx->n_threads);
+    if (!pw && !scratch) return;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx->n_threads)
+    for (int ci = 0; ci < n_chunks; ci++) {
+        int n0 = ci * nb, cnt = d->N - n0 < nb ? d->N - n0 : nb;
+        const float *yp;
+        int ldy;
+        act_block(d->layout, d->N, d->K, ohw, n0, y, &yp, &ldy);
+        if (pw) {
+            const float *xp;
+            int ldx;
+            act_block(d->layout, d->N, d->C, ohw, n0, x, &xp, &ldx);
+            ssl_sgemm(0, 0, d->K, (int)(cnt * ohw), d->C, 1.0f, w, crs, xp, ldx, 0.0f,
+                      (float *)yp, ldy);
+        } else {
+            float *col = scratch + (size_t)thread_id() * crs * nb * ohw;
+            im2col(col, x, d, n0, cnt);
+            ssl_sgemm(0, 0, d->K, (int)(cnt * ohw), crs, 1.0f, w, crs, col, (int)(cnt * ohw),
+                      0.0f, (float *)yp, ldy);
+        }
+    }
+}
+
+static void cpu_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
+                           const float *x, const float *w, const ssl_conv_desc *d)
+{
+    const int crs = d->C * d->R * d->S;
+    const long ohw = (long)d->OH * d->OW;
+    const int nb = chunk_images(ctx, d);
+    const int n_chunks = (d->N + nb - 1) / nb;
+    const int pw = is_pointwise(d);
+    const int T = ctx->n_threads;
+    const size_t col_sz = pw ? 0 : (size_t)crs * nb * ohw;
+    const size_t dw_sz = (size_t)d->K * crs;
+    float *scratch = ssl_ctx_scratch(ctx, sizeof(float) * (col_sz + dw_sz) * T);
+    if (!scratch) return;
+    for (int t = 0; t < T; t++) /* only the per-thread weight-gradient sums start at 0 */
+        memset(scratch + (size_t)t * (col_sz + dw_sz) + col_sz, 0, sizeof(float) * dw_sz);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(T)
+    for (int ci = 0; ci < n_chunks; ci++) {
+        int n0 = ci * nb, cnt = d->N - n0 < nb ? d->N - n0 : nb;
+        int cols = (int)(cnt * ohw);
+        float *mine = scratch + (size_t)thread_id() * (col_sz + dw_sz);
+        float *dw_t = mine + col_sz;
+        const float *dyp, *xp;
+        int ldy, ldx;
+        act_block(d->layout, d->N, d->K, ohw, n0, dy, &dyp, &ldy);
+        if (pw) {
+            act_block(d->layout, d->N, d->C, ohw, n0, x, &xp, &ldx);
+            ssl_sgemm(0, 1, d->K, crs, cols, 1.0f, dyp, ldy, xp, ldx, 1.0f, dw_t, crs);
+            if (dx) {
+                const float *dxp;
+                act_block(d->layout, d->N, d->C, ohw, n0, dx, &dxp, &ldx);
+                ssl_sgemm(1, 0, d->C, cols, d->K, 1.0f, w, crs, dyp, ldy, 1.0f, (float *)dxp, ldx);
+            }
+        } else {
+            float *col = mine;
+            im2col(col, x, d, n0, cnt);
+            ssl_sgemm(0, 1, d->K, crs, cols, 1.0f, dyp, ldy, col, cols, 1.0f, dw_t, crs);
+            if (dx) { /* reuse the column buffer for the column gradient */
+                ssl_sgemm(1, 0, crs, cols, d->K, 1.0f, w, crs, dyp, ldy, 0.0f, col, cols);
+                col2im_add(dx, col, d, n0, cnt);
+            }
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        const float *p = scratch + (size_t)t * (col_sz + dw_sz) + col_sz;
+        for (size_t i = 0; i < dw_sz; i++) dw[i] += p[i];
+    }
+}
+
+static void cpu_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const float *x,
+                       const float *gamma, const float *beta, float *running_mean,
+                       float *running_var, int training, float momentum, float eps, int N,
+                       int C, int HW, ssl_layout l)
+{
+    const long m = (long)N * HW;
+#pragma omp parallel for schedule(static) num_threads(ctx->n_threads)
+    for (int c = 0; c < C; c++) {
+        double mu, var;
+        if (training) {
+            double s = 0, s2 = 0;
+            for (int n = 0; n < N; n++) {
+                const float *p = x + act_index(l, N, C, HW, n, c, 0);
+                float ps = 0;
+                for (int i = 0; i < HW; i++) ps += p[i];
+                s += ps;
+            }
+            mu = s / m;
+            for (int n = 0; n < N; n++) {
+                const float *p = x + act_index(l, N, C, HW, n, c, 0);
+                float ps = 0, fm = (float)mu;
+                for (int i = 0; i < HW; i++) ps += (p[i] - fm) * (p[i] - fm);
+                s2 += ps;
+            }
+            var = s2 / m;
+            if (running_mean) {
+                double unbiased = m > 1 ? s2 / (m - 1) : var;
+                running_mean[c] = (float)((1 - momentum) * running_mean[c] + momentum * mu);
+                running_var[c] = (float)((1 - momentum) * running_var[c] + momentum * unbiased);
+            }
+        } else {
+            mu = running_mean[c];
+            var = running_var[c];
+        }
+        float is = (float)(1.0 / sqrt(var + eps));
+        mean[c] = (float)mu;
+        invstd[c] = is;
+        float a = (gamma ? gamma[c] : 1.0f) * is;
+        float b = (beta ? beta[c] : 0.0f) - (float)mu * a;
+        for (int n = 0; n < N; n++) {
+            long o = act_index(l, N, C, HW, n, c, 0);
+            for (int i = 0; i < HW; i++) y[o + i] = x[o + i] * a + b;
+        }
+    }
+}
+
+static void cpu_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
+                       const float *x, const float *mean, const float *invstd,
+                       const float *gamma, int training, int N, int C, int HW, ssl_layout l)
+{
+    const long m = (long)N * HW;
+#pragma omp parallel for schedule(static) num_threads(ctx->n_threads)
+    for (int c = 0; c < C; c++) {
+        double sdy = 0, sdyxh = 0;
+        const float mu = mean[c], is = invstd[c];
+        for (int n = 0; n < N; n++) {
+            long o = act_index(l, N, C, HW, n, c, 0);
+            float a = 0, b = 0;
+            for (int i = 0; i < HW; i++) {
+                a += dy[o + i];
+                b += dy[o + i] * (x[o + i] - mu);
+            }
+            sdy += a;
+            sdyxh += b;
+        }
+        sdyxh *= is;
+        if (dgamma) dgamma[c] += (float)sdyxh;
+        if (dbeta) dbeta[c] += (float)sdy;
+        if (!dx) continue;
+        const float g = (gamma ? gamma[c] : 1.0f) * is;
+        const float k1 = training ? (float)(sdy / m) : 0.0f;
+        const float k2 = training ? (float)(sdyxh / m) * is : 0.0f;
+        for (int n = 0; n < N; n++) {
+            long o = act_index(l, N, C, HW, n, c, 0);
+            for (int i = 0; i < HW; i++)
+                dx[o + i] += g * (dy[o + i] - k1 - (x[o + i] - mu) * k2);
+        }
+    }
+}
+
+static void cpu_relu_fwd(ssl_ctx *ctx, float *y, const float *x, long n)
+{
+#pragma omp parallel for simd schedule(static) num_threads(ctx->n_threads)
+    for (long i = 0; i < n; i++) y[i] = (x[i] > 0.0f || x[i] != x[i]) ? x[i] : 0.0f; /* NaN stays NaN */
+}
+
+static void cpu_relu_bwd(ssl_ctx *ctx, float *dx, const float *dy, const float *y, long n)
+{
+#pragma omp parallel for simd schedule(static) num_threads(ctx->n_threads)
+    for (long i = 0; i < n; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+static void cpu_gap_fwd(ssl_ctx *ctx, float *y, const float *x, int N, int C, int HW,
+                        ssl_layout l)
+{
+#pragma omp parallel for schedule(static) num_threads(ctx->n_threads)
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < N; n++) {
+            const float *p = x + act_index(l, N, C, HW, n, c, 0);
+            float s = 0;
+            for (int i = 0; i < HW; i++) s += p[i];
+            y[(long)n * C + c] = s / (float)HW;
+        }
+}
+
+static void cpu_gap_bwd(ssl_ctx *ctx, float *dx, const float *dy, int N, int C, int HW,
+                        ssl_layout l)
+{
+#pragma omp parallel for schedule(static) num_threads(ctx->n_threads)
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < N; n++) {
+            float *p = dx + act_index(l, N, C, HW, n, c, 0);
+            float g = dy[(long)n * C + c] / (float)HW;
+            for (int i = 0; i < HW; i++) p[i] += g;
+        }
+}
+
+static void cpu_linear_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
+                           const float *b, int N, int I, int O)
+{
+    int T = ctx->n_threads, rows = (N + T - 1) / T;
+#pragma omp parallel for schedule(static) num_threads(T)
+    for (int t = 0; t < T; t++) {
+        int n0 = t * rows, cnt = N - n0 < rows ? N - n0 : rows;
+        if (cnt <= 0) continue;
+        ssl_sgemm(0, 1, cnt, O, I, 1.0f, x + (long)n0 * I, I, w, I, 0.0f, y + (long)n0 * O, O);
+        if (b)
+            for (int n = n0; n < n0 + cnt; n++)
+                for (int o = 0; o < O; o++) y[(long)n * O + o] += b[o];
+    }
+}
+
+static void cpu_linear_bwd(ssl_ctx *ctx, float *dx, float *dw, float *db, const float *dy,
+                           const float *x, const float *w, int N, int I, int O)
+{
+    int T = ctx->n_threads, rows = (N + T - 1) / T, orows = (O + T - 1) / T;
+#pragma omp parallel for schedule(static) num_threads(T)
+    for (int t = 0; t < T; t++) {
+        int n0 = t * rows, cnt = N - n0 < rows ? N - n0 : rows;
+        if (dx && cnt > 0)
+            ssl_sgemm(0, 0, cnt, I, O, 1.0f, dy + (long)n0 * O, O, w, I, 1.0f,
+                      dx + (long)n0 * I, I);
+        int o0 = t * orows, ocnt = O - o0 < orows ? O - o0 : orows;
+        if (ocnt > 0) { /* rows o0.. of dw: dy[:, o0..]^T x */
+            ssl_sgemm(1, 0, ocnt, I, N, 1.0f, dy + o0, O, x, I, 1.0f, dw + (long)o0 * I, I);
+            if (db)
+                for (int o = o0; o < o0 + ocnt; o++) {
+                    float s = 0;
+                    for (int n = 0; n < N; n++) s += dy[(long)n * O + o];
+                    db[o] += s;
+                }
+        }
+    }
+}
+
+/* The stem's one max-pool is cheap: the reference serves. */
+static void cpu_maxpool_fwd(ssl_ctx *ctx, float *y, int32_t *argmax, const float *x,
+                            const ssl_pool_desc *d)
+{
+    ssl_backend_ref()->maxpool_fwd(ctx, y, argmax, x, d);
+}
+static void cpu_maxpool_bwd(ssl_ctx *ctx, float *dx, const float *dy, const int32_t *argmax,
+                            const ssl_pool_desc *d)
+{
+    ssl_backend_ref()->maxpool_bwd(ctx, dx, dy, argmax, d);
+}
+static void cpu_avgpool_fwd(ssl_ctx *ctx, float *y, const float *x, const ssl_pool_desc *d)
+{
+    ssl_backend_ref()->avgpool_fwd(ctx, y, x, d);
+}
+static void cpu_avgpool_bwd(ssl_ctx *ctx, float *dx, const float *dy, const ssl_pool_desc *d)
+{
+    ssl_backend_ref()->avgpool_bwd(ctx, dx, dy, d);
+}
+
+static const ssl_backend cpu_backend = {
+    .name = "cpu",
+    .device = SSL_DEVICE_CPU,
+    .conv2d_fwd = cpu_conv2d_fwd,
+    .conv2d_bwd = cpu_conv2d_bwd,
+    .bn_fwd = cpu_bn_fwd,
+    .bn_bwd = cpu_bn_bwd,
+    .relu_fwd = cpu_relu_fwd,
+    .relu_bwd = cpu_relu_bwd,
+    .gap_fwd = cpu_gap_fwd,
+    .gap_bwd = cpu_gap_bwd,
+    .linear_fwd = cpu_linear_fwd,
+    .linear_bwd = cpu_linear_bwd,
+    .maxpool_fwd = cpu_maxpool_fwd,
+    .maxpool_bwd = cpu_maxpool_bwd,
+    .avgpool_fwd = cpu_avgpool_fwd,
+    .avgpool_bwd = cpu_avgpool_bwd,
+};
+
+const ssl_backend *ssl_backend_cpu(void) { return &cpu_backend; }

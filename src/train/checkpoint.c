@@ -1,0 +1,252 @@
+/* Checkpoints: one safetensors file per save, written atomically.
+ * Tensors: encoder (torchvision names), heads (prefixed), BN counters (I64
+ * scalars, as PyTorch's num_batches_tracked), optimizer state ("optim.*").
+ * Metadata: format, version, method, architecture, training state, config. */
+#define _POSIX_C_SOURCE 200809L
+#include "selfsup/io.h"
+#include "selfsup/train.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CKPT_FORMAT "selfsup-checkpoint"
+#define CKPT_VERSION "1"
+
+static int add_registry(ssl_st_writer *w, const ssl_registry *r, char *err)
+{
+    int st = SSL_OK;
+    for (int i = 0; i < r->n_params && !st; i++) {
+        const ssl_param *p = &r->params[i];
+        st = ssl_st_add(w, p->name, SSL_DT_F32, p->ndim, p->shape, p->data, err);
+    }
+    for (int i = 0; i < r->n_buffers && !st; i++) {
+        const ssl_buffer *b = &r->buffers[i];
+        st = ssl_st_add(w, b->name, SSL_DT_F32, b->ndim, b->shape, b->data, err);
+    }
+    for (int i = 0; i < r->n_counters && !st; i++)
+        st = ssl_st_add(w, r->counters[i].name, SSL_DT_I64, 0, NULL, r->counters[i].value, err);
+    return st;
+}
+
+static const char *stem_name(ssl_stem s) { return s == SSL_STEM_SMALL ? "small" : "imagenet"; }
+
+int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl_method *m,
+                        const ssl_optim *opt, const ssl_train_state *st, char *err)
+{
+    ssl_st_writer w;
+    ssl_st_writer_init(&w);
+    char buf[64];
+    char *cfg_json = NULL;
+    size_t cfg_len = 0;
+    int rc = add_registry(&w, &m->encoder.reg, err);
+    if (!rc) rc = add_registry(&w, &m->heads, err);
+    for (int i = 0; opt && !rc && i < ssl_optim_state_count(opt); i++) {
+        ssl_buffer b = ssl_optim_state(opt, i);
+        rc = ssl_st_add(&w, b.name, SSL_DT_F32, b.ndim, b.shape, b.data, err);
+    }
+    FILE *mf = open_memstream(&cfg_json, &cfg_len);
+    if (!mf) {
+        rc = ssl_fail(err, SSL_ENOMEM, "%s: out of memory for the checkpoint header", path);
+    } else {
+        ssl_train_config_json(cfg, mf);
+        fclose(mf);
+    }
+#define META(k, v) if (!rc) rc = ssl_st_add_meta(&w, (k), (v), err)
+    META("format", CKPT_FORMAT);
+    META("version", CKPT_VERSION);
+    META("method", m->ops->name);
+    META("arch", cfg->arch);
+    snprintf(buf, sizeof buf, "%d", m->encoder.cfg.width);
+    META("width", buf);
+    META("stem", stem_name(m->encoder.cfg.stem));
+    snprintf(buf, sizeof buf, "%d", m->encoder.cfg.in_channels);
+    META("in_channels", buf);
+    snprintf(buf, sizeof buf, "%d", m->encoder.feat_dim);
+    META("feat_dim", buf);
+    snprintf(buf, sizeof buf, "%" PRId64, st->step);
+    META("step", buf);
+    snprintf(buf, sizeof buf, "%d", st->epoch);
+    META("epoch", buf);
+    snprintf(buf, sizeof buf, "%d", st->step_in_epoch);
+    META("step_in_epoch", buf);
+    snprintf(buf, sizeof buf, "%" PRIu64, st->seed);
+    META("seed", buf);
+    snprintf(buf, sizeof buf, "%" PRId64, opt ? ssl_optim_steps(opt) : (int64_t)0);
+    META("optim_steps", buf);
+    if (cfg_json) META("config", cfg_json);
+#undef META
+    if (!rc) rc = ssl_st_write(&w, path, err);
+    free(cfg_json);
+    ssl_st_writer_free(&w);
+    return rc;
+}
+
+static int parse_int_meta(const ssl_st_file *f, const char *path, const char *key, int64_t lo,
+                          int64_t hi, int64_t *out, char *err)
+{
+    const char *v = ssl_st_meta(f, key);
+    char *end;
+    if (!v) return ssl_fail(err, SSL_EFORMAT, "%s: not a selfsup checkpoint (no '%s')", path, key);
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi)
+        return ssl_fail(err, SSL_EFORMAT, "%s: metadata '%s' = '%s' is out of range", path, key, v);
+    *out = x;
+    return SSL_OK;
+}
+
+static int check_format(const ssl_st_file *f, const char *path, char *err)
+{
+    const char *fmt = ssl_st_meta(f, "format"), *ver = ssl_st_meta(f, "version");
+    if (!fmt || strcmp(fmt, CKPT_FORMAT))
+        return ssl_fail(err, SSL_EFORMAT, "%s: not a selfsup checkpoint (format is '%s')", path,
+                        fmt ? fmt : "missing");
+    if (!ver || strcmp(ver, CKPT_VERSION))
+        return ssl_fail(err, SSL_EFORMAT, "%s: checkpoint version '%s' not supported (want %s)",
+                        path, ver ? ver : "missing", CKPT_VERSION);
+    return SSL_OK;
+}
+
+static void json_str(const ssl_json *o, const char *key, char *dst, size_t cap)
+{
+    const ssl_json *v = ssl_json_get(o, key);
+    if (v && v->type == SSL_JSON_STRING) snprintf(dst, cap, "%s", v->str);
+}
+
+static void json_num(const ssl_json *o, const char *key, double *dst)
+{
+    const ssl_json *v = ssl_json_get(o, key);
+    if (v && v->type == SSL_JSON_NUMBER) *dst = v->num;
+}
+
+int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_channels,
+                               char *err)
+{
+    ssl_st_file f;
+    int rc = ssl_st_load(&f, path, err);
+    if (rc) return rc;
+    rc = check_format(&f, path, err);
+    int64_t ch = 0;
+    if (!rc) rc = parse_int_meta(&f, path, "in_channels", 1, 64, &ch, err);
+    const char *cj = rc ? NULL : ssl_st_meta(&f, "config");
+    if (!rc && !cj) rc = ssl_fail(err, SSL_EFORMAT, "%s: checkpoint has no config", path);
+    ssl_json j;
+    memset(&j, 0, sizeof j);
+    if (!rc && ssl_json_parse(&j, cj, strlen(cj), err))
+        rc = ssl_fail(err, SSL_EFORMAT, "%s: config metadata is not valid JSON", path);
+    if (!rc) {
+        ssl_train_config_default(cfg);
+        double x;
+        json_str(&j, "method", cfg->method, sizeof cfg->method);
+        json_str(&j, "data", cfg->data, sizeof cfg->data);
+        json_str(&j, "arch", cfg->arch, sizeof cfg->arch);
+        json_str(&j, "optimizer", cfg->optimizer, sizeof cfg->optimizer);
+        json_str(&j, "out", cfg->out, sizeof cfg->out);
+        char stem[16] = "";
+        json_str(&j, "stem", stem, sizeof stem);
+        cfg->stem = strcmp(stem, "imagenet") ? SSL_STEM_SMALL : SSL_STEM_IMAGENET;
+#define NUM(key, field, type) x = (double)cfg->field; json_num(&j, key, &x); cfg->field = (type)x
+        NUM("width", width, int);
+        NUM("epochs", epochs, int);
+        NUM("steps", steps, int64_t);
+        NUM("batch_size", batch_size, int);
+        NUM("lr", lr, float);
+        NUM("weight_decay", weight_decay, float);
+        NUM("momentum", momentum, float);
+        NUM("warmup_epochs", warmup_epochs, float);
+        NUM("temperature", mcfg.temperature, float);
+        NUM("proj_hidden", mcfg.proj_hidden, int);
+        NUM("proj_dim", mcfg.proj_dim, int);
+        NUM("seed", seed, uint64_t);
+#undef NUM
+        *in_channels = (int)ch;
+    }
+    ssl_json_free(&j);
+    ssl_st_free(&f);
+    return rc;
+}
+
+/* Copies one named F32 tensor of numel values, or explains the mismatch. */
+static int load_f32(const ssl_st_file *f, const char *path, const char *name, float *dst,
+                    int64_t numel, int ndim, const int64_t *shape, char *err)
+{
+    const ssl_st_entry *e = ssl_st_find(f, name);
+    if (!e)
+        return ssl_fail(err, SSL_ESHAPE, "%s: tensor '%s' missing (checkpoint of another architecture or method?)", path, name);
+    int same = e->dtype == SSL_DT_F32 && e->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = e->shape[i] == shape[i];
+    if (!same || e->nbytes != sizeof(float) * (size_t)numel) {
+        char want[96] = "", got[96] = "";
+        for (int i = 0; i < ndim; i++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? "," : "", (long long)shape[i]);
+        for (int i = 0; i < e->ndim; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "", (long long)e->shape[i]);
+        return ssl_fail(err, SSL_ESHAPE, "%s: tensor '%s' is %s [%s], the model needs F32 [%s] (checkpoint of another architecture?)",
+                        path, name, ssl_dtype_name(e->dtype), got, want);
+    }
+    memcpy(dst, e->data, e->nbytes);
+    return SSL_OK;
+}
+
+static int load_registry(const ssl_st_file *f, const char *path, ssl_registry *r, char *err)
+{
+    for (int i = 0; i < r->n_params; i++) {
+        ssl_param *p = &r->params[i];
+        int rc = load_f32(f, path, p->name, p->data, p->numel, p->ndim, p->shape, err);
+        if (rc) return rc;
+    }
+    for (int i = 0; i < r->n_buffers; i++) {
+        ssl_buffer *b = &r->buffers[i];
+        int rc = load_f32(f, path, b->name, b->data, b->numel, b->ndim, b->shape, err);
+        if (rc) return rc;
+    }
+    for (int i = 0; i < r->n_counters; i++) {
+        const ssl_st_entry *e = ssl_st_find(f, r->counters[i].name);
+        if (!e || e->dtype != SSL_DT_I64 || e->nbytes != sizeof(int64_t))
+            return ssl_fail(err, SSL_EFORMAT, "%s: counter '%s' missing or not an I64 scalar", path,
+                            r->counters[i].name);
+        memcpy(r->counters[i].value, e->data, sizeof(int64_t));
+    }
+    return SSL_OK;
+}
+
+int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_train_state *st,
+                        char *err)
+{
+    ssl_st_file f;
+    int rc = ssl_st_load(&f, path, err);
+    if (rc) return rc;
+    rc = check_format(&f, path, err);
+    const char *meth = rc ? NULL : ssl_st_meta(&f, "method");
+    if (!rc && (!meth || strcmp(meth, m->ops->name)))
+        rc = ssl_fail(err, SSL_EINVAL, "%s: checkpoint of method '%s', not '%s'", path,
+                      meth ? meth : "?", m->ops->name);
+    if (!rc) rc = load_registry(&f, path, &m->encoder.reg, err);
+    if (!rc) rc = load_registry(&f, path, &m->heads, err);
+    for (int i = 0; opt && !rc && i < ssl_optim_state_count(opt); i++) {
+        ssl_buffer b = ssl_optim_state(opt, i);
+        rc = load_f32(&f, path, b.name, b.data, b.numel, b.ndim, b.shape, err);
+    }
+    int64_t step = 0, epoch = 0, sie = 0, osteps = 0, seed = 0;
+    if (!rc && st) {
+        rc = parse_int_meta(&f, path, "step", 0, INT64_MAX, &step, err);
+        if (!rc) rc = parse_int_meta(&f, path, "epoch", 0, INT32_MAX, &epoch, err);
+        if (!rc) rc = parse_int_meta(&f, path, "step_in_epoch", 0, INT32_MAX, &sie, err);
+        const char *sv = ssl_st_meta(&f, "seed");
+        if (!rc && !sv) rc = ssl_fail(err, SSL_EFORMAT, "%s: no seed in checkpoint", path);
+        if (!rc) {
+            st->step = step;
+            st->epoch = (int)epoch;
+            st->step_in_epoch = (int)sie;
+            st->seed = strtoull(sv, NULL, 10);
+        }
+        (void)seed;
+    }
+    if (!rc && opt) {
+        rc = parse_int_meta(&f, path, "optim_steps", 0, INT64_MAX, &osteps, err);
+        if (!rc) ssl_optim_set_steps(opt, osteps);
+    }
+    ssl_st_free(&f);
+    return rc;
+}

@@ -1,0 +1,133 @@
+/* Evaluation protocols on frozen features: k-NN (k = 200 and 20, T = 0.1,
+ * InstDisc/DINO weighting) and the linear probe (regularization chosen on a
+ * held-out part of the training set), for raw pixels and encoders alike. */
+#include "selfsup/eval.h"
+#include "selfsup/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+int ssl_extract_features(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *ds, int batch,
+                         float *out)
+{
+    ssl_aug aug;
+    ssl_aug_eval(&aug, ds->c, ds->h, ds->w);
+    const long img = (long)ds->c * ds->h * ds->w;
+    float *x = ssl_malloc(sizeof(float) * img * batch);
+    float *scratch = ssl_malloc(sizeof(float) * ssl_aug_scratch_floats(&aug, ds->c, ds->h, ds->w));
+    if (!x || !scratch) {
+        ssl_free(x);
+        ssl_free(scratch);
+        return ssl_ctx_fail(ctx, SSL_ENOMEM, "out of memory for feature extraction");
+    }
+    ssl_graph g;
+    ssl_graph_init(&g, ctx);
+    g.training = 0;
+    g.record = 0;
+    int rc = SSL_OK;
+    ssl_rng unused;
+    ssl_rng_seed(&unused, 0);
+    for (int n0 = 0; n0 < ds->n && !rc; n0 += batch) {
+        int nb = ds->n - n0 < batch ? ds->n - n0 : batch;
+        for (int i = 0; i < nb; i++)
+            ssl_aug_apply(&aug, ds->images + (long)(n0 + i) * img, ds->c, ds->h, ds->w,
+                          x + (long)i * img, scratch, &unused);
+        ssl_graph_reset(&g);
+        int shape[4] = {nb, ds->c, ds->h, ds->w};
+        ssl_tensor in = ssl_tensor_wrap(x, NULL, 4, shape, SSL_LAYOUT_NCHW);
+        ssl_tensor *h = ssl_resnet_forward(&g, enc, &in);
+        if (!h) { rc = SSL_ENOMEM; break; }
+        memcpy(out + (long)n0 * enc->feat_dim, h->data, sizeof(float) * nb * enc->feat_dim);
+    }
+    ssl_graph_free(&g);
+    ssl_free(x);
+    ssl_free(scratch);
+    return rc;
+}
+
+int ssl_eval_features(const float *train, const int32_t *ytrain, int ntrain, const float *test,
+                      const int32_t *ytest, int ntest, int d, int n_classes, uint64_t seed,
+                      ssl_eval_row *row, char *err)
+{
+    double t0 = ssl_time();
+    int which = row->protocols ? row->protocols : SSL_EVAL_KNN | SSL_EVAL_LINEAR;
+    row->knn200 = row->knn20 = row->linear = row->linear_lambda = NAN;
+    if (which & SSL_EVAL_KNN) {
+        int ks[2] = {200, 20};
+        double top1[2];
+        int rc = ssl_knn_eval(train, ytrain, ntrain, test, ytest, ntest, d, n_classes, ks, 2,
+                              0.1f, top1, err);
+        if (rc) return rc;
+        row->knn200 = top1[0];
+        row->knn20 = top1[1];
+    }
+    if (which & SSL_EVAL_LINEAR) {
+        ssl_linear_result lr;
+        int rc = ssl_linear_probe(train, ytrain, ntrain, test, ytest, ntest, d, n_classes, seed,
+                                  &lr, err);
+        if (rc) return rc;
+        row->linear = lr.test_top1;
+        row->linear_lambda = lr.lambda;
+    }
+    row->dim = d;
+    row->seconds = ssl_time() - t0;
+    return SSL_OK;
+}
+
+int ssl_eval_encoder(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *train,
+                     const ssl_dataset *test, uint64_t seed, ssl_eval_row *row)
+{
+    if (!train->labels || !test->labels)
+        return ssl_ctx_fail(ctx, SSL_EINVAL, "evaluation needs labelled train and test splits");
+    double t0 = ssl_time();
+    int d = enc->feat_dim;
+    float *ftr = ssl_malloc(sizeof(float) * (size_t)train->n * d);
+    float *fte = ssl_malloc(sizeof(float) * (size_t)test->n * d);
+    int rc = (!ftr || !fte) ? ssl_ctx_fail(ctx, SSL_ENOMEM, "out of memory for features") : SSL_OK;
+    if (!rc) rc = ssl_extract_features(ctx, enc, train, 512, ftr);
+    if (!rc) rc = ssl_extract_features(ctx, enc, test, 512, fte);
+    if (!rc)
+        rc = ssl_eval_features(ftr, train->labels, train->n, fte, test->labels, test->n, d,
+                               train->n_classes, seed, row, ctx->err);
+    row->seconds = ssl_time() - t0;
+    ssl_free(ftr);
+    ssl_free(fte);
+    return rc;
+}
+
+int ssl_eval_raw(const ssl_dataset *train, const ssl_dataset *test, uint64_t seed,
+                 ssl_eval_row *row, char *err)
+{
+    if (!train->labels || !test->labels)
+        return ssl_fail(err, SSL_EINVAL, "evaluation needs labelled train and test splits");
+    double t0 = ssl_time();
+    ssl_aug aug;
+    ssl_aug_eval(&aug, train->c, train->h, train->w);
+    int d = train->c * train->h * train->w;
+    float *ftr = ssl_malloc(sizeof(float) * (size_t)train->n * d);
+    float *fte = ssl_malloc(sizeof(float) * (size_t)test->n * d);
+    int rc = (!ftr || !fte) ? ssl_fail(err, SSL_ENOMEM, "out of memory for raw features") : SSL_OK;
+    if (!rc) rc = ssl_dataset_to_float(train, &aug, ftr);
+    if (!rc) rc = ssl_dataset_to_float(test, &aug, fte);
+    if (rc && rc != SSL_ENOMEM) ssl_fail(err, rc, "raw pixels: cannot convert the dataset");
+    if (!rc)
+        rc = ssl_eval_features(ftr, train->labels, train->n, fte, test->labels, test->n, d,
+                               train->n_classes, seed, row, err);
+    row->seconds = ssl_time() - t0;
+    ssl_free(ftr);
+    ssl_free(fte);
+    return rc;
+}
+
+void ssl_eval_print_table(FILE *f, const ssl_eval_row *rows, int n)
+{
+    fprintf(f, "| %-28s | %5s | %10s | %9s | %8s | %7s |\n", "features", "dim", "k-NN k=200",
+            "k-NN k=20", "linear", "eval s");
+    fprintf(f, "|%s|%s|%s|%s|%s|%s|\n", "------------------------------", "-------",
+            "------------", "-----------", "----------", "---------");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "| %-28s | %5d | %9.2f%% | %8.2f%% | %7.2f%% | %7.1f |\n", rows[i].name,
+                rows[i].dim, 100 * rows[i].knn200, 100 * rows[i].knn20, 100 * rows[i].linear,
+                rows[i].seconds);
+}

@@ -1,0 +1,201 @@
+/* The shared pretraining loop: loader threads feed augmented views, the
+ * method gives a loss, the graph gives gradients, the optimizer steps on a
+ * warm-up + cosine schedule. Progress lines go to stderr, metrics to
+ * <out>/log.jsonl, checkpoints to <out>/last.safetensors at each epoch end. */
+#define _POSIX_C_SOURCE 200809L
+#include "selfsup/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int make_dir(const char *path, char *err)
+{
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) && errno != EEXIST) goto fail;
+            *p = '/';
+        }
+    if (mkdir(tmp, 0755) && errno != EEXIST) goto fail;
+    return SSL_OK;
+fail:
+    return ssl_fail(err, SSL_EIO, "--out %s: cannot create folder: %s", path, strerror(errno));
+}
+
+static int optim_config(const ssl_train_config *c, ssl_optim_config *o, char *err)
+{
+    memset(o, 0, sizeof *o);
+    o->lr = c->lr;
+    o->momentum = c->momentum;
+    o->weight_decay = c->weight_decay;
+    o->eta = 0.001f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.999f;
+    o->eps = 1e-8f;
+    if (!strcmp(c->optimizer, "lars")) o->kind = SSL_OPTIM_LARS;
+    else if (!strcmp(c->optimizer, "sgd")) o->kind = SSL_OPTIM_SGD;
+    else if (!strcmp(c->optimizer, "adamw")) o->kind = SSL_OPTIM_ADAMW;
+    else return ssl_fail(err, SSL_EINVAL, "--optimizer '%s' unknown (lars, sgd, adamw)", c->optimizer);
+    return SSL_OK;
+}
+
+static void fmt_eta(char *buf, size_t n, double s)
+{
+    if (!(s >= 0) || s > 1e7) s = 0;
+    int h = (int)(s / 3600), mi = (int)(fmod(s, 3600) / 60), se = (int)fmod(s, 60);
+    if (h) snprintf(buf, n, "%dh%02dm", h, mi);
+    else snprintf(buf, n, "%dm%02ds", mi, se);
+}
+
+int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx *ctx,
+                 ssl_method *m, ssl_train_result *res)
+{
+    char *err = ctx->err;
+    memset(res, 0, sizeof *res);
+    const ssl_method_ops *ops = ssl_method_find(cfg->method);
+    if (!ops) return ssl_fail(err, SSL_EINVAL, "--method '%s' unknown", cfg->method);
+    if (cfg->batch_size < 2 || cfg->batch_size > train->n)
+        return ssl_fail(err, SSL_EINVAL, "--batch-size %d must be in 2..%d (the dataset size)",
+                        cfg->batch_size, train->n);
+    if (cfg->epochs < 1 && cfg->steps < 1)
+        return ssl_fail(err, SSL_EINVAL, "--epochs or --steps must be >= 1");
+    if (!(cfg->lr > 0) || !(cfg->weight_decay >= 0) || !(cfg->warmup_epochs >= 0))
+        return ssl_fail(err, SSL_EINVAL, "--lr must be > 0, --weight-decay and --warmup-epochs >= 0");
+    ssl_optim_config ocfg;
+    int rc = optim_config(cfg, &ocfg, err);
+    if (rc) return rc;
+    ssl_resnet_config enc;
+    rc = ssl_train_encoder_config(cfg, train->c, &enc, err);
+    if (rc) return rc;
+    rc = ssl_method_create(m, ops, &cfg->mcfg, &enc, &ctx->rng, err);
+    if (rc) return rc;
+    rc = make_dir(cfg->out, err);
+    if (rc) return rc;
+
+    /* All trainable parameters, encoder first, for the optimizer. */
+    int np = m->encoder.reg.n_params + m->heads.n_params;
+    ssl_param *params = malloc(sizeof(ssl_param) * np);
+    ssl_optim *opt = NULL;
+    ssl_loader *loader = NULL;
+    FILE *log = NULL;
+    ssl_graph g;
+    ssl_graph_init(&g, ctx);
+    if (!params) { rc = ssl_fail(err, SSL_ENOMEM, "out of memory"); goto done; }
+    memcpy(params, m->encoder.reg.params, sizeof(ssl_param) * m->encoder.reg.n_params);
+    memcpy(params + m->encoder.reg.n_params, m->heads.params, sizeof(ssl_param) * m->heads.n_params);
+    rc = ssl_optim_create(&opt, &ocfg, params, np, err);
+    if (rc) goto done;
+
+    ssl_train_state ts = {0, 0, 0, cfg->seed};
+    if (cfg->resume[0]) {
+        rc = ssl_checkpoint_load(cfg->resume, m, opt, &ts, err);
+        if (rc) goto done;
+    }
+    ssl_aug augs[2];
+    ssl_aug_simclr(&augs[0], train->c, train->h, train->w);
+    augs[1] = augs[0];
+    rc = ssl_loader_create(&loader, train, augs, ops->n_views, cfg->batch_size, ts.seed,
+                           cfg->workers > 0 ? cfg->workers : 1, err);
+    if (rc) goto done;
+    const int spe = ssl_loader_steps_per_epoch(loader);
+    const int64_t total = cfg->steps > 0 ? cfg->steps : (int64_t)cfg->epochs * spe;
+    const int64_t warmup = (int64_t)(cfg->warmup_epochs * spe);
+    const float peak_lr = ssl_lr_scale_linear(cfg->lr, cfg->batch_size);
+    const int total_epochs = (int)((total + spe - 1) / spe);
+    ssl_loader_seek(loader, ts.epoch, ts.step_in_epoch);
+
+    char path[600];
+    snprintf(path, sizeof path, "%s/log.jsonl", cfg->out);
+    log = fopen(path, cfg->resume[0] ? "a" : "w");
+    if (!log) { rc = ssl_fail(err, SSL_EIO, "%s: cannot open for writing: %s", path, strerror(errno)); goto done; }
+    snprintf(res->checkpoint, sizeof res->checkpoint, "%s/last.safetensors", cfg->out);
+    if (!cfg->quiet)
+        fprintf(stderr, "[%s] %s w%d on %s: %d images, %d steps/epoch, %lld steps, batch %d x %d views, %d threads\n",
+                ops->name, cfg->arch, cfg->width, cfg->data, train->n, spe, (long long)total,
+                cfg->batch_size, ops->n_views, ctx->n_threads);
+
+    const int64_t stop = cfg->stop_after > 0 && cfg->stop_after < total ? cfg->stop_after : total;
+    const int B = cfg->batch_size;
+    double t_start = ssl_time(), t_int = t_start, loss_sum = 0, wait_sum = 0;
+    int64_t first_step = ts.step;
+    int n_int = 0;
+    while (ts.step < stop) {
+        float *const *views;
+        const int32_t *labels;
+        int epoch, sie;
+        double t0 = ssl_time();
+        rc = ssl_loader_next(loader, &views, &labels, &epoch, &sie, err);
+        if (rc) goto done;
+        wait_sum += ssl_time() - t0;
+        ssl_graph_reset(&g);
+        ssl_tensor in[4];
+        ssl_tensor *vp[4];
+        int shape[4] = {B, train->c, train->h, train->w};
+        for (int v = 0; v < ops->n_views; v++) {
+            in[v] = ssl_tensor_wrap(views[v], NULL, 4, shape, SSL_LAYOUT_NCHW);
+            vp[v] = &in[v];
+        }
+        ssl_tensor *loss = ops->loss(m, &g, vp);
+        if (!loss) { rc = SSL_ENOMEM; goto done; }
+        float lv = loss->data[0];
+        if (!isfinite(lv)) {
+            rc = ssl_fail(err, SSL_ENAN, "step %lld: loss is %s; stopped without saving (last checkpoint: %s)",
+                          (long long)ts.step + 1, isnan(lv) ? "NaN" : "infinite", res->checkpoint);
+            goto done;
+        }
+        ssl_registry_zero_grad(&m->encoder.reg);
+        ssl_registry_zero_grad(&m->heads);
+        rc = ssl_graph_backward(&g, loss);
+        if (rc) goto done;
+        float lr = ssl_lr_warmup_cosine(ts.step, warmup, total, peak_lr, 0.0f);
+        ssl_optim_step(opt, lr);
+        ts.step++;
+        ts.epoch = epoch;
+        ts.step_in_epoch = sie + 1;
+        if (ts.step_in_epoch == spe) { ts.epoch++; ts.step_in_epoch = 0; }
+        loss_sum += lv;
+        n_int++;
+        int epoch_end = ts.step_in_epoch == 0;
+        if (n_int == cfg->log_every || ts.step == stop || epoch_end) {
+            double now = ssl_time(), ips = (double)n_int * B / (now - t_int);
+            double rate = (double)(ts.step - first_step) / (now - t_start);
+            char eta[32];
+            fmt_eta(eta, sizeof eta, (double)(stop - ts.step) / rate);
+            res->final_loss = loss_sum / n_int;
+            fprintf(log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6f,\"lr\":%.6g,\"img_per_s\":%.2f,"
+                         "\"data_wait_frac\":%.4f,\"elapsed_s\":%.2f}\n",
+                    (long long)ts.step, (double)ts.step / spe, res->final_loss, lr, ips,
+                    wait_sum / (now - t_int), now - t_start);
+            fflush(log);
+            if (!cfg->quiet)
+                fprintf(stderr, "[%s] ep %d/%d step %lld/%lld loss %.4f lr %.4f %.1f img/s data-wait %.1f%% ETA %s\n",
+                        ops->name, ts.epoch + (epoch_end ? 0 : 1), total_epochs, (long long)ts.step,
+                        (long long)total, res->final_loss, lr, ips, 100.0 * wait_sum / (now - t_int), eta);
+            t_int = now;
+            loss_sum = wait_sum = 0;
+            n_int = 0;
+        }
+        if (epoch_end || ts.step == stop) {
+            rc = ssl_checkpoint_save(res->checkpoint, cfg, m, opt, &ts, err);
+            if (rc) goto done;
+        }
+    }
+    res->steps = ts.step;
+    res->epochs_done = ts.epoch;
+    res->seconds = ssl_time() - t_start;
+    res->img_per_s = res->seconds > 0 ? (double)(ts.step - first_step) * B / res->seconds : 0;
+    res->peak_rss = ssl_peak_rss();
+done:
+    if (log) fclose(log);
+    ssl_loader_free(loader);
+    ssl_optim_free(opt);
+    ssl_graph_free(&g);
+    free(params);
+    return rc;
+}
