@@ -344,7 +344,7 @@ static void test_probe(void)
     CHECK(a.test_top1 > 0.8 && a.val_top1 > 0.8, "probe accuracy test %g val %g", a.test_top1,
           a.val_top1);
     int in_grid = 0;
-    for (int k = 0; k < SSL_LINEAR_N_LAMBDAS; k++) in_grid |= a.lambda == SSL_LINEAR_LAMBDAS[k];
+    for (int k = 0; k < SSL_LINEAR_N_LAMBDAS; k++) in_grid |= a.lambda == ssl_linear_lambdas[k];
     CHECK(in_grid, "probe lambda %g not from the grid", a.lambda);
     CHECK(a.iters >= 1 && isfinite(a.train_loss), "probe iters %d loss %g", a.iters,
           a.train_loss);

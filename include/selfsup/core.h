@@ -54,6 +54,10 @@ typedef struct ssl_ctx {
     ssl_rng rng;
     const struct ssl_backend *backend; /* op dispatch table, see ops.h */
     ssl_scratch scratch;
+    /* A backend's own per-context state (engines, primitive caches), created
+     * lazily by that backend and released by ssl_ctx_free. */
+    void *backend_state;
+    void (*backend_state_free)(void *state);
     char err[SSL_ERR_LEN];
 } ssl_ctx;
 

@@ -39,11 +39,14 @@ typedef struct ssl_linear_result {
     double train_loss; /* final objective: mean cross-entropy + lambda/2 ||W||^2 */
 } ssl_linear_result;
 
-/* Linear probe. Picks lambda from SSL_LINEAR_LAMBDAS by accuracy on a seeded
+/* Linear probe. Picks lambda from ssl_linear_lambdas by accuracy on a seeded
  * random 10% held-out split of the TRAINING rows (features standardized with
- * the mean/std of the other 90%), then refits on all training rows
- * (standardized with their own mean/std) and scores the test rows. The test
- * set is never used for any choice.
+ * the mean/std of the other 90%): the grid is walked from large to small
+ * lambda, each fit warm-started from the last and capped at 100 L-BFGS
+ * iterations, stopping after two values in a row without improvement (ties
+ * keep the larger lambda). Then refits on all training rows (standardized
+ * with their own mean/std; up to 500 iterations, warm-started) and scores the
+ * test rows. The test set is never used for any choice. Needs n_train >= 10.
  * train (n_train, d), train_labels (n_train), test (n_test, d), test_labels (n_test). */
 int ssl_linear_probe(const float *train, const int32_t *train_labels, int n_train,
                      const float *test, const int32_t *test_labels, int n_test, int d,
@@ -51,7 +54,7 @@ int ssl_linear_probe(const float *train, const int32_t *train_labels, int n_trai
 
 /* The lambda grid of ssl_linear_probe, per sample (the loss is a mean). */
 #define SSL_LINEAR_N_LAMBDAS 6
-extern const double SSL_LINEAR_LAMBDAS[SSL_LINEAR_N_LAMBDAS];
+extern const double ssl_linear_lambdas[SSL_LINEAR_N_LAMBDAS];
 
 /* Objective of the probe and its gradient:
  *   f(W, b) = (1/n) sum_i CE(softmax(x_i W + b), y_i) + lambda/2 ||W||^2

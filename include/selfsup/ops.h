@@ -73,6 +73,7 @@ typedef struct ssl_pool_desc {
 typedef struct ssl_backend {
     const char *name;
     ssl_device device;
+    ssl_layout act_layout; /* the layout models keep 4-D activations in */
     /* y = conv(x, w) */
     void (*conv2d_fwd)(ssl_ctx *ctx, float *y, const float *x, const float *w,
                        const ssl_conv_desc *d);

@@ -11,6 +11,7 @@ static const char eval_usage[] =
     "  --protocol knn|linear|all   k-NN (k=200 and k=20, T=0.1, cosine, weighted votes),\n"
     "                              linear probe (L2 chosen on a held-out part of train), or both\n"
     "  --data SPEC          another dataset of the same image shape (default: the run's)\n"
+    "  --arch, --width, --stem  override the architecture the checkpoint says it holds\n"
     "  --baselines          also raw pixels and the random-init encoder\n"
     "  --threads N  --seed N  --device cpu|ref  --json\n";
 
@@ -37,6 +38,11 @@ static int load_model(const char *cmd, const cli_opts *o, ssl_ctx *ctx, ssl_meth
         return CLI_ERR;
     }
     if (o->data_set) snprintf(cfg->data, sizeof cfg->data, "%s", o->train.data);
+    if (o->arch_set) { /* the user's architecture; loading then checks it fits */
+        snprintf(cfg->arch, sizeof cfg->arch, "%s", o->train.arch);
+        cfg->width = o->train.width;
+        cfg->stem = o->train.stem;
+    }
     const ssl_method_ops *ops = ssl_method_find(cfg->method);
     ssl_resnet_config enc;
     if (!ops) {

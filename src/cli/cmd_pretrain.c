@@ -78,6 +78,13 @@ int cmd_pretrain(int argc, char **argv)
         ssl_ctx_free(&ctx);
         return CLI_ERR;
     }
+    /* Both splits before any work, so a bad test file fails fast. */
+    if (!o.no_eval && ssl_dataset_load(&test, cfg.data, 0, ctx.err)) {
+        cli_error("pretrain", ctx.err);
+        ssl_dataset_free(&train);
+        ssl_ctx_free(&ctx);
+        return CLI_ERR;
+    }
     ssl_method m;
     memset(&m, 0, sizeof m);
     ssl_train_result res;
@@ -89,15 +96,11 @@ int cmd_pretrain(int argc, char **argv)
         rc = CLI_ERR;
         goto done;
     }
-    fprintf(stderr, "[%s] done: %lld steps in %.1f s, %.1f img/s, peak RSS %.0f MiB, checkpoint %s\n",
+    if (!cfg.quiet)
+        fprintf(stderr, "[%s] done: %lld steps in %.1f s, %.1f img/s, peak RSS %.0f MiB, checkpoint %s\n",
             cfg.method, (long long)res.steps, res.seconds, res.img_per_s, res.peak_rss / 1048576.0,
             res.checkpoint);
     if (!o.no_eval) {
-        if (ssl_dataset_load(&test, cfg.data, 0, ctx.err)) {
-            cli_error("pretrain", ctx.err);
-            rc = CLI_ERR;
-            goto done;
-        }
         if (o.baselines) {
             snprintf(rows[n_rows].name, sizeof rows[n_rows].name, "raw pixels");
             if (ssl_eval_raw(&train, &test, cfg.seed, &rows[n_rows], ctx.err)) goto eval_fail;

@@ -144,6 +144,8 @@ int ssl_ctx_init(ssl_ctx *ctx, uint64_t seed, int n_threads)
 
 void ssl_ctx_free(ssl_ctx *ctx)
 {
+    if (ctx->backend_state && ctx->backend_state_free) ctx->backend_state_free(ctx->backend_state);
+    ctx->backend_state = NULL;
     ssl_free(ctx->scratch.ptr);
     ctx->scratch.ptr = NULL;
     ctx->scratch.size = 0;

@@ -106,7 +106,7 @@ ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
         ssl_ctx_fail(g->ctx, SSL_ESHAPE, "resnet: expected (N, %d, H, W) input", m->cfg.in_channels);
         return NULL;
     }
-    ssl_tensor *h = ssl_op_to_layout(g, x, SSL_LAYOUT_CNHW);
+    ssl_tensor *h = ssl_op_to_layout(g, x, g->be->act_layout);
     h = conv_bn(g, h, &m->conv1, &m->bn1, 1);
     if (m->cfg.stem == SSL_STEM_IMAGENET) h = ssl_op_maxpool(g, h, 3, 2, 1);
     for (int b = 0; b < m->n_blocks; b++) {

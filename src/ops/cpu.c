@@ -140,7 +140,7 @@ static void cpu_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *
     const int pw = is_pointwise(d);
     float *scratch = pw ? NULL : ssl_ctx_scratch(ctx, sizeof(float) * (size_t)crs * nb * ohw * ctx->n_threads);
     if (!pw && !scratch) return;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx->n_threads)
+#pragma omp parallel for schedule(static, 1) num_threads(ctx->n_threads)
     for (int ci = 0; ci < n_chunks; ci++) {
         int n0 = ci * nb, cnt = d->N - n0 < nb ? d->N - n0 : nb;
         const float *yp;
@@ -176,7 +176,7 @@ static void cpu_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
     if (!scratch) return;
     for (int t = 0; t < T; t++) /* only the per-thread weight-gradient sums start at 0 */
         memset(scratch + (size_t)t * (col_sz + dw_sz) + col_sz, 0, sizeof(float) * dw_sz);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(T)
+#pragma omp parallel for schedule(static, 1) num_threads(T) /* static: deterministic sums */
     for (int ci = 0; ci < n_chunks; ci++) {
         int n0 = ci * nb, cnt = d->N - n0 < nb ? d->N - n0 : nb;
         int cols = (int)(cnt * ohw);
@@ -387,6 +387,7 @@ static void cpu_avgpool_bwd(ssl_ctx *ctx, float *dx, const float *dy, const ssl_
 static const ssl_backend cpu_backend = {
     .name = "cpu",
     .device = SSL_DEVICE_CPU,
+    .act_layout = SSL_LAYOUT_CNHW,
     .conv2d_fwd = cpu_conv2d_fwd,
     .conv2d_bwd = cpu_conv2d_bwd,
     .bn_fwd = cpu_bn_fwd,

@@ -293,6 +293,7 @@ static void ref_linear_bwd(ssl_ctx *ctx, float *dx, float *dw, float *db, const 
 static const ssl_backend ref_backend = {
     .name = "ref",
     .device = SSL_DEVICE_CPU,
+    .act_layout = SSL_LAYOUT_CNHW,
     .conv2d_fwd = ref_conv2d_fwd,
     .conv2d_bwd = ref_conv2d_bwd,
     .bn_fwd = ref_bn_fwd,

@@ -1,0 +1,24 @@
+/* The oneDNN backend ("dnnl"): convolutions forward and backward through
+ * oneDNN primitives, every other op from the cpu backend. Built only when the
+ * Makefile finds oneDNN (SSL_HAVE_DNNL); otherwise these two functions still
+ * exist and report it absent. */
+#ifndef SELFSUP_OPS_DNNL_H
+#define SELFSUP_OPS_DNNL_H
+
+#include "selfsup/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 1 when this build has oneDNN and a oneDNN CPU engine can be created. */
+int ssl_dnnl_available(void);
+/* The dispatch table; NULL when built without oneDNN. Its per-context state
+ * (engine, stream, cached primitives) lives in ctx->backend_state, created on
+ * the first convolution and released by ssl_ctx_free. */
+const ssl_backend *ssl_backend_dnnl(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,583 @@
+/* The oneDNN backend: convolution forward and backward as oneDNN primitives,
+ * every other op from the cpu backend.
+ *
+ * oneDNN is fastest on its own blocked layouts (nChw16c on AVX-512), so each
+ * convolution is planned once per (geometry, direction, threads): the
+ * primitive picks its layouts, and reorders to and from the caller's layout
+ * are added at the edges only where they differ. Backward results are
+ * accumulated (+=) by the final reorder with a sum post-op, as ops.h asks;
+ * oneDNN's own backward overwrites. All buffers the plan needs (blocked
+ * copies, oneDNN scratchpads) are offsets into ssl_ctx_scratch, so a step
+ * after the first allocates nothing. Plans live in ctx->backend_state.
+ * Checked against ref.c by tests/test_dnnl.c. */
+#include "selfsup/ops_dnnl.h"
+
+#ifdef SSL_HAVE_DNNL
+#include <dnnl.h>
+#include <dnnl_debug.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* The caller's tensors a plan binds to. */
+enum { T_X, T_W, T_Y, T_DX, T_DW, T_DY, T_COUNT };
+
+#define PLAN_MEMS 16
+#define PLAN_STEPS 10
+#define STEP_ARGS 5
+
+typedef struct plan_mem {
+    dnnl_memory_t m;
+    int tensor;   /* T_* for the caller's memory, else -1: a buffer in scratch */
+    int copy_of;  /* for a buffer: the T_* it holds a reordered copy of, or -1 */
+    size_t off;   /* buffer: byte offset in the scratch */
+} plan_mem;
+
+typedef struct plan_step {
+    dnnl_primitive_t p;
+    int needs_dx; /* skipped when the caller passes dx == NULL */
+    int nargs;
+    dnnl_exec_arg_t args[STEP_ARGS];
+} plan_step;
+
+typedef struct conv_plan {
+    ssl_conv_desc d;
+    int bwd, n_threads;
+    int use_cpu;  /* oneDNN could not plan it: the cpu backend runs it */
+    int n_mems, n_steps;
+    plan_mem mems[PLAN_MEMS];
+    plan_step steps[PLAN_STEPS];
+    size_t scratch_bytes;
+} conv_plan;
+
+typedef struct dnnl_state {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    int n_plans, cap;
+    conv_plan **plans;
+} dnnl_state;
+
+static void plan_free(conv_plan *p)
+{
+    for (int i = 0; i < p->n_steps; i++) dnnl_primitive_destroy(p->steps[i].p);
+    for (int i = 0; i < p->n_mems; i++) dnnl_memory_destroy(p->mems[i].m);
+    ssl_free(p);
+}
+
+static void state_free(void *s)
+{
+    dnnl_state *st = s;
+    for (int i = 0; i < st->n_plans; i++) plan_free(st->plans[i]);
+    ssl_free(st->plans);
+    if (st->stream) dnnl_stream_destroy(st->stream);
+    if (st->engine) dnnl_engine_destroy(st->engine);
+    ssl_free(st);
+}
+
+/* The context's state, created on first use; NULL (ctx->err set) on failure. */
+static dnnl_state *get_state(ssl_ctx *ctx)
+{
+    if (ctx->backend_state) {
+        if (ctx->backend_state_free == state_free) return ctx->backend_state;
+        ssl_ctx_fail(ctx, SSL_EDEVICE, "dnnl backend: ctx holds another backend's state");
+        return NULL;
+    }
+    dnnl_state *st = ssl_calloc(sizeof *st);
+    if (!st) {
+        ssl_ctx_fail(ctx, SSL_ENOMEM, "dnnl backend: out of memory");
+        return NULL;
+    }
+    dnnl_status_t s = dnnl_engine_create(&st->engine, dnnl_cpu, 0);
+    if (s == dnnl_success) s = dnnl_stream_create(&st->stream, st->engine, dnnl_stream_default_flags);
+    if (s != dnnl_success) {
+        ssl_ctx_fail(ctx, SSL_EDEVICE, "dnnl backend: cannot create a CPU engine: %s",
+                     dnnl_status2str(s));
+        state_free(st);
+        return NULL;
+    }
+    ctx->backend_state = st;
+    ctx->backend_state_free = state_free;
+    return st;
+}
+
+/* ------------------------------------------------------------ plan building */
+
+static void dims4(dnnl_dims_t d, int a, int b, int c, int e)
+{
+    d[0] = a; d[1] = b; d[2] = c; d[3] = e;
+}
+
+/* Activation (n, c, h, w) in the caller's layout. */
+static void act_md(dnnl_memory_desc_t *md, ssl_layout l, int N, int C, int H, int W)
+{
+    dnnl_dims_t dims, strides;
+    long sn, sc;
+    ssl_layout_strides(l, N, C, H, W, &sn, &sc);
+    dims4(dims, N, C, H, W);
+    dims4(strides, (int)sn, (int)sc, W, 1);
+    dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides);
+}
+
+static void tag_md(dnnl_memory_desc_t *md, int a, int b, int c, int e, dnnl_format_tag_t tag)
+{
+    dnnl_dims_t dims;
+    dims4(dims, a, b, c, e);
+    dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, tag);
+}
+
+static const dnnl_memory_desc_t *mem_md(dnnl_memory_t m)
+{
+    const dnnl_memory_desc_t *md = NULL;
+    dnnl_memory_get_memory_desc(m, &md);
+    return md;
+}
+
+/* A new memory in the plan: the caller's tensor (tensor >= 0) or a scratch
+ * buffer. NULL when the plan is full or oneDNN fails. */
+static dnnl_memory_t add_mem(conv_plan *p, dnnl_state *st, const dnnl_memory_desc_t *md,
+                             int tensor, int copy_of)
+{
+    if (p->n_mems == PLAN_MEMS) return NULL;
+    plan_mem *pm = &p->mems[p->n_mems];
+    if (dnnl_memory_create(&pm->m, md, st->engine, DNNL_MEMORY_NONE) != dnnl_success) return NULL;
+    pm->tensor = tensor;
+    pm->copy_of = copy_of;
+    pm->off = 0;
+    if (tensor < 0) {
+        pm->off = (p->scratch_bytes + 63) & ~(size_t)63;
+        p->scratch_bytes = pm->off + dnnl_memory_desc_get_size(md);
+    }
+    p->n_mems++;
+    return pm->m;
+}
+
+/* The memory wrapping caller tensor t in md (one per tensor). */
+static dnnl_memory_t user_mem(conv_plan *p, dnnl_state *st, int t, const dnnl_memory_desc_t *md)
+{
+    for (int i = 0; i < p->n_mems; i++)
+        if (p->mems[i].tensor == t) return p->mems[i].m;
+    return add_mem(p, st, md, t, -1);
+}
+
+static int add_step(conv_plan *p, dnnl_primitive_t prim, int needs_dx, int nargs,
+                    const dnnl_exec_arg_t *args)
+{
+    if (p->n_steps == PLAN_STEPS) {
+        dnnl_primitive_destroy(prim);
+        return -1;
+    }
+    plan_step *s = &p->steps[p->n_steps++];
+    s->p = prim;
+    s->needs_dx = needs_dx;
+    s->nargs = nargs;
+    memcpy(s->args, args, sizeof(dnnl_exec_arg_t) * (size_t)nargs);
+    return 0;
+}
+
+/* A reorder step src -> dst; accumulate adds into dst (sum post-op). */
+static int add_reorder(conv_plan *p, dnnl_state *st, dnnl_memory_t src, dnnl_memory_t dst,
+                       int accumulate, int needs_dx)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t scr = NULL;
+    int ok = dnnl_primitive_attr_create(&attr) == dnnl_success &&
+             dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
+    if (ok && accumulate)
+        ok = dnnl_post_ops_create(&po) == dnnl_success &&
+             dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    ok = ok && dnnl_reorder_primitive_desc_create(&pd, mem_md(src), st->engine, mem_md(dst),
+                                                  st->engine, attr) == dnnl_success;
+    if (ok) {
+        const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        if (smd && dnnl_memory_desc_get_size(smd) > 0) ok = (scr = add_mem(p, st, smd, -1, -1)) != NULL;
+    }
+    ok = ok && dnnl_primitive_create(&prim, pd) == dnnl_success;
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (!ok) return -1;
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}, {DNNL_ARG_SCRATCHPAD, scr}};
+    return add_step(p, prim, needs_dx, scr ? 3 : 2, args);
+}
+
+/* What a primitive reads for caller tensor t: the caller's memory when the
+ * layouts agree, else a scratch copy filled by a reorder step (shared by
+ * later primitives wanting the same layout). */
+static dnnl_memory_t bind_input(conv_plan *p, dnnl_state *st, int t,
+                                const dnnl_memory_desc_t *user_md,
+                                const dnnl_memory_desc_t *want, int needs_dx)
+{
+    dnnl_memory_t u = user_mem(p, st, t, user_md);
+    if (!u) return NULL;
+    if (dnnl_memory_desc_equal(mem_md(u), want)) return u;
+    for (int i = 0; i < p->n_mems; i++)
+        if (p->mems[i].copy_of == t && dnnl_memory_desc_equal(mem_md(p->mems[i].m), want))
+            return p->mems[i].m;
+    dnnl_memory_t b = add_mem(p, st, want, -1, t);
+    if (!b || add_reorder(p, st, u, b, 0, needs_dx)) return NULL;
+    return b;
+}
+
+/* Memory for a primitive's output `have` headed for caller tensor t. With
+ * accumulate or a layout mismatch it is a scratch buffer and *tail gets the
+ * buffer; the caller adds the copy-back with finish_output after the
+ * primitive's own step. */
+static dnnl_memory_t bind_output(conv_plan *p, dnnl_state *st, int t,
+                                 const dnnl_memory_desc_t *user_md,
+                                 const dnnl_memory_desc_t *have, int accumulate,
+                                 dnnl_memory_t *tail)
+{
+    dnnl_memory_t u = user_mem(p, st, t, user_md);
+    *tail = NULL;
+    if (!u) return NULL;
+    if (!accumulate && dnnl_memory_desc_equal(mem_md(u), have)) return u;
+    *tail = add_mem(p, st, have, -1, -1);
+    return *tail;
+}
+
+static int finish_output(conv_plan *p, dnnl_state *st, int t, dnnl_memory_t tail,
+                         int accumulate, int needs_dx)
+{
+    if (!tail) return 0;
+    return add_reorder(p, st, tail, user_mem(p, st, t, NULL), accumulate, needs_dx);
+}
+
+/* The primitive for pd with its scratchpad as a plan buffer; the step args
+ * get DNNL_ARG_SCRATCHPAD appended. */
+static int add_conv_step(conv_plan *p, dnnl_state *st, const_dnnl_primitive_desc_t pd,
+                         int needs_dx, int nargs, dnnl_exec_arg_t *args)
+{
+    dnnl_primitive_t prim;
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (smd && dnnl_memory_desc_get_size(smd) > 0) {
+        dnnl_memory_t scr = add_mem(p, st, smd, -1, -1);
+        if (!scr) return -1;
+        args[nargs].arg = DNNL_ARG_SCRATCHPAD;
+        args[nargs++].memory = scr;
+    }
+    if (dnnl_primitive_create(&prim, pd) != dnnl_success) return -1;
+    return add_step(p, prim, needs_dx, nargs, args);
+}
+
+typedef struct conv_mds {
+    dnnl_memory_desc_t x, w, y;        /* the caller's layouts */
+    dnnl_memory_desc_t ax, aw, ay;     /* "any": oneDNN chooses */
+    dnnl_dims_t strides, pad_l, pad_r;
+} conv_mds;
+
+static void conv_mds_init(conv_mds *m, const ssl_conv_desc *d)
+{
+    act_md(&m->x, d->layout, d->N, d->C, d->H, d->W);
+    act_md(&m->y, d->layout, d->N, d->K, d->OH, d->OW);
+    tag_md(&m->w, d->K, d->C, d->R, d->S, dnnl_oihw);
+    tag_md(&m->ax, d->N, d->C, d->H, d->W, dnnl_format_tag_any);
+    tag_md(&m->ay, d->N, d->K, d->OH, d->OW, dnnl_format_tag_any);
+    tag_md(&m->aw, d->K, d->C, d->R, d->S, dnnl_format_tag_any);
+    m->strides[0] = m->strides[1] = d->stride;
+    m->pad_l[0] = m->pad_l[1] = d->pad;
+    /* right padding that makes floor((H + 2p - R) / s) + 1 outputs exactly */
+    m->pad_r[0] = (dnnl_dim_t)(d->OH - 1) * d->stride + d->R - d->H - d->pad;
+    m->pad_r[1] = (dnnl_dim_t)(d->OW - 1) * d->stride + d->S - d->W - d->pad;
+}
+
+static const dnnl_memory_desc_t *pd_md(const_dnnl_primitive_desc_t pd, dnnl_query_t q)
+{
+    return dnnl_primitive_desc_query_md(pd, q, 0);
+}
+
+static int plan_fwd(conv_plan *p, dnnl_state *st, const conv_mds *m,
+                    const_dnnl_primitive_desc_t fpd)
+{
+    dnnl_memory_t tail;
+    dnnl_memory_t x = bind_input(p, st, T_X, &m->x, pd_md(fpd, dnnl_query_src_md), 0);
+    dnnl_memory_t w = bind_input(p, st, T_W, &m->w, pd_md(fpd, dnnl_query_weights_md), 0);
+    dnnl_memory_t y = bind_output(p, st, T_Y, &m->y, pd_md(fpd, dnnl_query_dst_md), 0, &tail);
+    if (!x || !w || !y) return -1;
+    dnnl_exec_arg_t a[STEP_ARGS] = {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}};
+    if (add_conv_step(p, st, fpd, 0, 3, a)) return -1;
+    return finish_output(p, st, T_Y, tail, 0, 0);
+}
+
+/* Weights gradient first: its steps always run, so a dy copy it makes can be
+ * shared by the data gradient's steps, which are skipped when dx is NULL. */
+static int plan_bwd(conv_plan *p, dnnl_state *st, const conv_mds *m,
+                    const_dnnl_primitive_desc_t wpd, const_dnnl_primitive_desc_t dpd)
+{
+    dnnl_memory_t tail;
+    dnnl_memory_t x = bind_input(p, st, T_X, &m->x, pd_md(wpd, dnnl_query_src_md), 0);
+    dnnl_memory_t dy = bind_input(p, st, T_DY, &m->y, pd_md(wpd, dnnl_query_diff_dst_md), 0);
+    dnnl_memory_t dw = bind_output(p, st, T_DW, &m->w, pd_md(wpd, dnnl_query_diff_weights_md), 1,
+                                   &tail);
+    if (!x || !dy || !dw) return -1;
+    dnnl_exec_arg_t a[STEP_ARGS] = {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy},
+                                    {DNNL_ARG_DIFF_WEIGHTS, dw}};
+    if (add_conv_step(p, st, wpd, 0, 3, a) || finish_output(p, st, T_DW, tail, 1, 0)) return -1;
+
+    dnnl_memory_t w = bind_input(p, st, T_W, &m->w, pd_md(dpd, dnnl_query_weights_md), 1);
+    dy = bind_input(p, st, T_DY, &m->y, pd_md(dpd, dnnl_query_diff_dst_md), 1);
+    dnnl_memory_t dx = bind_output(p, st, T_DX, &m->x, pd_md(dpd, dnnl_query_diff_src_md), 1,
+                                   &tail);
+    if (!w || !dy || !dx) return -1;
+    dnnl_exec_arg_t b[STEP_ARGS] = {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, w},
+                                    {DNNL_ARG_DIFF_SRC, dx}};
+    if (add_conv_step(p, st, dpd, 1, 3, b)) return -1;
+    return finish_output(p, st, T_DX, tail, 1, 1);
+}
+
+/* Fills plan p for p->d and p->bwd; -1 when oneDNN cannot do it. */
+static int plan_build(conv_plan *p, dnnl_state *st)
+{
+    conv_mds m;
+    dnnl_convolution_desc_t fd, dd, wd;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
+    conv_mds_init(&m, &p->d);
+    int ok = dnnl_primitive_attr_create(&attr) == dnnl_success &&
+             dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
+    ok = ok && dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
+                                                  &m.ax, &m.aw, NULL, &m.ay, m.strides, m.pad_l,
+                                                  m.pad_r) == dnnl_success;
+    ok = ok && dnnl_primitive_desc_create(&fpd, &fd, attr, st->engine, NULL) == dnnl_success;
+    if (ok && !p->bwd) {
+        ok = plan_fwd(p, st, &m, fpd) == 0;
+    } else if (ok) {
+        ok = dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &m.ax, &m.aw,
+                                                         NULL, &m.ay, m.strides, m.pad_l,
+                                                         m.pad_r) == dnnl_success &&
+             dnnl_primitive_desc_create(&wpd, &wd, attr, st->engine, fpd) == dnnl_success &&
+             dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct, &m.ax, &m.aw,
+                                                      &m.ay, m.strides, m.pad_l,
+                                                      m.pad_r) == dnnl_success &&
+             dnnl_primitive_desc_create(&dpd, &dd, attr, st->engine, fpd) == dnnl_success &&
+             plan_bwd(p, st, &m, wpd, dpd) == 0;
+    }
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    if (dpd) dnnl_primitive_desc_destroy(dpd);
+    if (wpd) dnnl_primitive_desc_destroy(wpd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return ok ? 0 : -1;
+}
+
+static int same_desc(const ssl_conv_desc *a, const ssl_conv_desc *b)
+{
+    return a->N == b->N && a->C == b->C && a->H == b->H && a->W == b->W && a->K == b->K &&
+           a->R == b->R && a->S == b->S && a->stride == b->stride && a->pad == b->pad &&
+           a->OH == b->OH && a->OW == b->OW && a->layout == b->layout;
+}
+
+/* The cached plan for (d, bwd, threads), built on first use. A geometry
+ * oneDNN refuses gets a plan with use_cpu set, so it is tried only once.
+ * NULL (ctx->err set) only when out of memory or without an engine. */
+static conv_plan *get_plan(ssl_ctx *ctx, const ssl_conv_desc *d, int bwd)
+{
+    dnnl_state *st = get_state(ctx);
+    if (!st) return NULL;
+    for (int i = 0; i < st->n_plans; i++) {
+        conv_plan *p = st->plans[i];
+        if (p->bwd == bwd && p->n_threads == ctx->n_threads && same_desc(&p->d, d)) return p;
+    }
+    if (st->n_plans == st->cap) {
+        int cap = st->cap ? 2 * st->cap : 32;
+        conv_plan **np = ssl_malloc(sizeof *np * (size_t)cap);
+        if (!np) {
+            ssl_ctx_fail(ctx, SSL_ENOMEM, "dnnl backend: out of memory");
+            return NULL;
+        }
+        if (st->n_plans) memcpy(np, st->plans, sizeof *np * (size_t)st->n_plans);
+        ssl_free(st->plans);
+        st->plans = np;
+        st->cap = cap;
+    }
+    conv_plan *p = ssl_calloc(sizeof *p);
+    if (!p) {
+        ssl_ctx_fail(ctx, SSL_ENOMEM, "dnnl backend: out of memory");
+        return NULL;
+    }
+    p->d = *d;
+    p->bwd = bwd;
+    p->n_threads = ctx->n_threads;
+    if (plan_build(p, st)) { /* keep only the key: the cpu backend runs this one */
+        for (int i = 0; i < p->n_steps; i++) dnnl_primitive_destroy(p->steps[i].p);
+        for (int i = 0; i < p->n_mems; i++) dnnl_memory_destroy(p->mems[i].m);
+        p->n_steps = p->n_mems = 0;
+        p->scratch_bytes = 0;
+        p->use_cpu = 1;
+    }
+    st->plans[st->n_plans++] = p;
+    return p;
+}
+
+/* Binds the caller's pointers (tensors[T_*]) and the scratch, then runs the
+ * steps in order. */
+static void plan_run(ssl_ctx *ctx, conv_plan *p, void *const *tensors, int have_dx)
+{
+    dnnl_state *st = ctx->backend_state;
+    char *scratch = p->scratch_bytes ? ssl_ctx_scratch(ctx, p->scratch_bytes) : NULL;
+    if (p->scratch_bytes && !scratch) return;
+#ifdef _OPENMP
+    /* oneDNN's OpenMP runtime uses the calling thread's team size; the plan
+     * was built for ctx->n_threads */
+    if (omp_get_max_threads() != ctx->n_threads) omp_set_num_threads(ctx->n_threads);
+#endif
+    for (int i = 0; i < p->n_mems; i++) {
+        plan_mem *pm = &p->mems[i];
+        void *h = pm->tensor >= 0 ? tensors[pm->tensor] : scratch + pm->off;
+        if (pm->tensor == T_DX && !have_dx) continue;
+        dnnl_memory_set_data_handle(pm->m, h);
+    }
+    for (int i = 0; i < p->n_steps; i++) {
+        plan_step *s = &p->steps[i];
+        if (s->needs_dx && !have_dx) continue;
+        dnnl_status_t e = dnnl_primitive_execute(s->p, st->stream, s->nargs, s->args);
+        if (e != dnnl_success) {
+            ssl_ctx_fail(ctx, SSL_EDEVICE, "dnnl conv %s step %d failed: %s",
+                         p->bwd ? "backward" : "forward", i, dnnl_status2str(e));
+            return;
+        }
+    }
+    dnnl_stream_wait(st->stream);
+}
+
+/* ------------------------------------------------------------ the backend */
+
+static void dnnl_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
+                            const ssl_conv_desc *d)
+{
+    conv_plan *p = get_plan(ctx, d, 0);
+    if (!p) return;
+    if (p->use_cpu) {
+        ssl_backend_cpu()->conv2d_fwd(ctx, y, x, w, d);
+        return;
+    }
+    void *t[T_COUNT] = {(void *)x, (void *)w, y, NULL, NULL, NULL};
+    plan_run(ctx, p, t, 0);
+}
+
+static void dnnl_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
+                            const float *x, const float *w, const ssl_conv_desc *d)
+{
+    conv_plan *p = get_plan(ctx, d, 1);
+    if (!p) return;
+    if (p->use_cpu) {
+        ssl_backend_cpu()->conv2d_bwd(ctx, dx, dw, dy, x, w, d);
+        return;
+    }
+    void *t[T_COUNT] = {(void *)x, (void *)w, NULL, dx, dw, (void *)dy};
+    plan_run(ctx, p, t, dx != NULL);
+}
+
+/* Everything but convolution is the cpu backend's. */
+static void dnnl_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const float *x,
+                        const float *gamma, const float *beta, float *running_mean,
+                        float *running_var, int training, float momentum, float eps, int N,
+                        int C, int HW, ssl_layout l)
+{
+    ssl_backend_cpu()->bn_fwd(ctx, y, mean, invstd, x, gamma, beta, running_mean, running_var,
+                              training, momentum, eps, N, C, HW, l);
+}
+
+static void dnnl_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
+                        const float *x, const float *mean, const float *invstd,
+                        const float *gamma, int training, int N, int C, int HW, ssl_layout l)
+{
+    ssl_backend_cpu()->bn_bwd(ctx, dx, dgamma, dbeta, dy, x, mean, invstd, gamma, training, N, C,
+                              HW, l);
+}
+
+static void dnnl_relu_fwd(ssl_ctx *ctx, float *y, const float *x, long n)
+{
+    ssl_backend_cpu()->relu_fwd(ctx, y, x, n);
+}
+
+static void dnnl_relu_bwd(ssl_ctx *ctx, float *dx, const float *dy, const float *y, long n)
+{
+    ssl_backend_cpu()->relu_bwd(ctx, dx, dy, y, n);
+}
+
+static void dnnl_maxpool_fwd(ssl_ctx *ctx, float *y, int32_t *argmax, const float *x,
+                             const ssl_pool_desc *d)
+{
+    ssl_backend_cpu()->maxpool_fwd(ctx, y, argmax, x, d);
+}
+
+static void dnnl_maxpool_bwd(ssl_ctx *ctx, float *dx, const float *dy, const int32_t *argmax,
+                             const ssl_pool_desc *d)
+{
+    ssl_backend_cpu()->maxpool_bwd(ctx, dx, dy, argmax, d);
+}
+
+static void dnnl_avgpool_fwd(ssl_ctx *ctx, float *y, const float *x, const ssl_pool_desc *d)
+{
+    ssl_backend_cpu()->avgpool_fwd(ctx, y, x, d);
+}
+
+static void dnnl_avgpool_bwd(ssl_ctx *ctx, float *dx, const float *dy, const ssl_pool_desc *d)
+{
+    ssl_backend_cpu()->avgpool_bwd(ctx, dx, dy, d);
+}
+
+static void dnnl_gap_fwd(ssl_ctx *ctx, float *y, const float *x, int N, int C, int HW,
+                         ssl_layout l)
+{
+    ssl_backend_cpu()->gap_fwd(ctx, y, x, N, C, HW, l);
+}
+
+static void dnnl_gap_bwd(ssl_ctx *ctx, float *dx, const float *dy, int N, int C, int HW,
+                         ssl_layout l)
+{
+    ssl_backend_cpu()->gap_bwd(ctx, dx, dy, N, C, HW, l);
+}
+
+static void dnnl_linear_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
+                            const float *b, int N, int I, int O)
+{
+    ssl_backend_cpu()->linear_fwd(ctx, y, x, w, b, N, I, O);
+}
+
+static void dnnl_linear_bwd(ssl_ctx *ctx, float *dx, float *dw, float *db, const float *dy,
+                            const float *x, const float *w, int N, int I, int O)
+{
+    ssl_backend_cpu()->linear_bwd(ctx, dx, dw, db, dy, x, w, N, I, O);
+}
+
+static const ssl_backend dnnl_backend = {
+    .name = "dnnl",
+    .device = SSL_DEVICE_CPU,
+    .act_layout = SSL_LAYOUT_NCHW,
+    .conv2d_fwd = dnnl_conv2d_fwd,
+    .conv2d_bwd = dnnl_conv2d_bwd,
+    .bn_fwd = dnnl_bn_fwd,
+    .bn_bwd = dnnl_bn_bwd,
+    .relu_fwd = dnnl_relu_fwd,
+    .relu_bwd = dnnl_relu_bwd,
+    .maxpool_fwd = dnnl_maxpool_fwd,
+    .maxpool_bwd = dnnl_maxpool_bwd,
+    .avgpool_fwd = dnnl_avgpool_fwd,
+    .avgpool_bwd = dnnl_avgpool_bwd,
+    .gap_fwd = dnnl_gap_fwd,
+    .gap_bwd = dnnl_gap_bwd,
+    .linear_fwd = dnnl_linear_fwd,
+    .linear_bwd = dnnl_linear_bwd,
+};
+
+int ssl_dnnl_available(void)
+{
+    dnnl_engine_t e;
+    if (dnnl_engine_create(&e, dnnl_cpu, 0) != dnnl_success) return 0;
+    dnnl_engine_destroy(e);
+    return 1;
+}
+
+const ssl_backend *ssl_backend_dnnl(void) { return &dnnl_backend; }
+
+#else /* built without oneDNN */
+
+int ssl_dnnl_available(void) { return 0; }
+const ssl_backend *ssl_backend_dnnl(void) { return NULL; }
+
+#endif

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# CLI tests: bad input gets a one-line error and a non-zero exit (never a crash
+# or a damaged checkpoint); round trips (eval reproduces pretrain's figures,
+# embed writes arrays NumPy loads, resume continues exactly).
+# usage: tests/cli.sh BUILD_DIR    (prints "cli: N passed, M failed")
+set -u
+BUILD=${1:-build}
+SELFSUP=$BUILD/selfsup
+PY=/usr/bin/python3
+T=$(mktemp -d /tmp/selfsup-cli.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL cli: $*" >&2; }
+
+# expect_fail EXIT_CODE PATTERN -- command...: exit code, one stderr line
+# containing PATTERN, nothing from the sanitizers.
+expect_fail() {
+    local want=$1 pat=$2
+    shift 3
+    "$@" >"$T/out" 2>"$T/err"
+    local rc=$? lines
+    lines=$(grep -c . "$T/err")
+    if [ "$rc" -ne "$want" ]; then bad "$* -> exit $rc, want $want: $(head -c 300 "$T/err")"; return; fi
+    if [ "$lines" -ne 1 ]; then bad "$* -> $lines lines on stderr, want 1: $(head -c 400 "$T/err")"; return; fi
+    if ! grep -q -- "$pat" "$T/err"; then bad "$* -> message lacks '$pat': $(cat "$T/err")"; return; fi
+    ok
+}
+
+expect_ok() {
+    "$@" >"$T/out" 2>"$T/err"
+    local rc=$?
+    if [ "$rc" -ne 0 ]; then bad "$* -> exit $rc: $(tail -c 400 "$T/err")"; return 1; fi
+    if grep -q -E "AddressSanitizer|runtime error|LeakSanitizer" "$T/err"; then bad "$* -> sanitizer report"; return 1; fi
+    ok
+}
+
+# A small real dataset (2000 train / 500 test images of Fashion-MNIST).
+$PY tests/make_subset.py "$T/sub" 2000 500 || bad "make_subset.py failed"
+SMALL=(--data "$T/sub" --width 4 --batch-size 32 --proj-hidden 64 --proj-dim 32 --threads 2 --quiet)
+
+# ---- usage errors (exit 2) ----
+expect_fail 2 "unknown option '--bogus'" -- $SELFSUP pretrain --bogus 1
+expect_fail 2 "--method 'nosuch' unknown" -- $SELFSUP pretrain --method nosuch
+expect_fail 2 "--width: 'abc' is not a valid integer" -- $SELFSUP pretrain --width abc
+expect_fail 2 "needs a value" -- $SELFSUP pretrain --epochs
+expect_fail 2 "unknown command 'frobnicate'" -- $SELFSUP frobnicate
+expect_fail 2 "no CUDA backend" -- $SELFSUP pretrain --device cuda
+expect_fail 2 "--protocol must be" -- $SELFSUP eval x.safetensors --protocol nope
+expect_fail 1 "--arch 'resnet99' unknown" -- $SELFSUP pretrain "${SMALL[@]}" --arch resnet99 --steps 1
+expect_fail 1 "--temperature must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --temperature 0 --steps 1
+expect_fail 1 "--batch-size 4096 must be in" -- $SELFSUP pretrain "${SMALL[@]}" --batch-size 4096 --steps 1
+for cmd in pretrain eval embed info; do
+    expect_ok $SELFSUP $cmd --help && grep -q "usage: selfsup $cmd" "$T/out" && ok || bad "$cmd --help"
+done
+
+# ---- bad datasets (exit 1, message names the file or folder) ----
+expect_fail 1 "/nonexistent/folder" -- $SELFSUP pretrain --data /nonexistent/folder --steps 1
+mkdir -p "$T/empty"
+expect_fail 1 "$T/empty" -- $SELFSUP pretrain --data "$T/empty" --steps 1
+mkdir -p "$T/trunc" && cp "$T/sub"/* "$T/trunc/"
+head -c 100000 "$T/sub/t10k-images-idx3-ubyte" >"$T/trunc/t10k-images-idx3-ubyte"
+gzip -dc "$T/sub/train-images-idx3-ubyte.gz" | head -c 50000 | gzip >"$T/trunc/train-images-idx3-ubyte.gz"
+expect_fail 1 "train-images-idx3-ubyte.gz: truncated" -- $SELFSUP pretrain --data "$T/trunc" --steps 1
+mkdir -p "$T/lying" && cp "$T/sub"/* "$T/lying/"
+# header claims 3000 test images, the file holds 500
+$PY - "$T/lying/t10k-images-idx3-ubyte" <<'EOF'
+import struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[4:8] = struct.pack(">I", 3000)
+open(p, "wb").write(bytes(b))
+EOF
+expect_fail 1 "t10k-images-idx3-ubyte" -- $SELFSUP pretrain "${SMALL[@]}" --data "$T/lying" --steps 1 --out "$T/lyrun"
+mkdir -p "$T/badmagic" && cp "$T/sub"/* "$T/badmagic/"
+printf '\x00\x00\x09\x03' | dd of="$T/badmagic/t10k-images-idx3-ubyte" bs=1 conv=notrunc 2>/dev/null
+expect_fail 1 "t10k-images-idx3-ubyte" -- $SELFSUP pretrain "${SMALL[@]}" --data "$T/badmagic" --steps 1 --out "$T/bmrun"
+mkdir -p "$T/cifar"
+head -c 30000 /dev/urandom >"$T/cifar/data_batch_1.bin"   # not a multiple of 3073
+for i in 2 3 4 5; do head -c 3073 /dev/zero >"$T/cifar/data_batch_$i.bin"; done
+head -c 3073 /dev/zero >"$T/cifar/test_batch.bin"
+expect_fail 1 "data_batch_1.bin" -- $SELFSUP pretrain --data "$T/cifar" --steps 1
+
+# ---- a short real run, then its checkpoint ----
+RUN="$T/run"
+if expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 8 --out "$RUN" --json; then
+    tail -n 1 "$T/out" >"$T/pretrain.json"
+fi
+CK="$RUN/last.safetensors"
+[ -s "$CK" ] && ok || bad "no checkpoint written"
+[ -s "$RUN/log.jsonl" ] && $PY -c "import json,sys; [json.loads(l) for l in open(sys.argv[1])]" "$RUN/log.jsonl" && ok || bad "log.jsonl is not JSON lines"
+ls "$RUN" | grep -q "\.tmp\." && bad "temporary file left in $RUN" || ok
+
+# eval reproduces the figures pretraining printed
+if expect_ok $SELFSUP eval "$CK" --threads 2 --json; then
+    tail -n 1 "$T/out" >"$T/eval.json"
+    $PY - "$T/pretrain.json" "$T/eval.json" <<'EOF' && ok || bad "eval does not reproduce pretrain's figures"
+import json, sys
+a = json.load(open(sys.argv[1]))["eval"]["encoder"]
+b = json.load(open(sys.argv[2]))["eval"]["encoder"]
+keys = ["knn_top1_k200", "knn_top1_k20", "linear_top1"]
+diff = {k: (a[k], b[k]) for k in keys if a[k] != b[k]}
+if diff:
+    print("differ:", diff, file=sys.stderr)
+    sys.exit(1)
+EOF
+fi
+expect_ok $SELFSUP eval "$CK" --protocol knn --threads 2 --json &&
+    $PY -c "import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1])['eval']['encoder']; assert r['linear_top1'] is None and r['knn_top1_k20'] > 10" "$T/out" && ok || bad "eval --protocol knn"
+
+# embed: arrays NumPy loads, labels equal to the dataset's
+if expect_ok $SELFSUP embed "$CK" --prefix "$T/emb" --split test --threads 2; then
+    $PY - "$T/emb" "$T/sub" <<'EOF' && ok || bad "embed arrays"
+import sys, numpy as np
+f = np.load(sys.argv[1] + "_features.npy"); y = np.load(sys.argv[1] + "_labels.npy")
+raw = open(sys.argv[2] + "/t10k-labels-idx1-ubyte", "rb").read()[8:]
+assert f.dtype == np.float32 and f.shape == (500, 32), f.shape
+assert y.dtype == np.int32 and (y == np.frombuffer(raw, np.uint8)).all()
+assert np.isfinite(f).all() and f.std() > 0
+EOF
+fi
+
+# info
+expect_ok $SELFSUP info "$CK" && grep -q "simclr" "$T/out" && grep -q "layer4.1.conv2.weight\|tensors" "$T/out" && ok || bad "info output"
+expect_ok $SELFSUP info "$CK" --json && $PY -c "import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); assert d['metadata']['method']=='simclr' and d['tensors']>100" "$T/out" && ok || bad "info --json"
+
+# ---- bad checkpoints ----
+expect_fail 1 "$T/missing.safetensors" -- $SELFSUP eval "$T/missing.safetensors"
+head -c 5 "$CK" >"$T/tiny.safetensors"
+expect_fail 1 "$T/tiny.safetensors" -- $SELFSUP info "$T/tiny.safetensors"
+size=$(stat -c %s "$CK")
+head -c $((size / 2)) "$CK" >"$T/half.safetensors"
+expect_fail 1 "$T/half.safetensors" -- $SELFSUP eval "$T/half.safetensors"
+cp "$CK" "$T/corrupt.safetensors"
+printf 'XXXXXXXX' | dd of="$T/corrupt.safetensors" bs=1 seek=20 conv=notrunc 2>/dev/null
+expect_fail 1 "$T/corrupt.safetensors" -- $SELFSUP eval "$T/corrupt.safetensors"
+printf '\xff\xff\xff\xff\xff\xff\xff\x7f' | dd of="$T/lyingck.safetensors" bs=1 conv=notrunc 2>/dev/null
+cat "$CK" | tail -c +9 >>"$T/lyingck.safetensors"
+expect_fail 1 "$T/lyingck.safetensors" -- $SELFSUP info "$T/lyingck.safetensors"
+expect_fail 1 "another architecture" -- $SELFSUP eval "$CK" --arch resnet34
+expect_fail 1 "another architecture" -- $SELFSUP eval "$CK" --width 8
+expect_fail 1 "not a selfsup checkpoint" -- $SELFSUP eval "$BUILD/golden/optim.safetensors"
+
+# ---- resume continues exactly where the run stopped ----
+expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 6 --no-eval --out "$T/full"
+expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 6 --stop-after 3 --no-eval --out "$T/part"
+$PY -c "import json,sys; print(open(sys.argv[1]).read())" /dev/null >/dev/null
+expect_ok $SELFSUP pretrain --resume "$T/part/last.safetensors" --threads 2 --quiet --no-eval
+$PY - "$T/full/last.safetensors" "$T/part/last.safetensors" <<'EOF' && ok || bad "resumed run differs from the uninterrupted one"
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    meta = h.pop("__metadata__")
+    return meta, {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
+ma, ta = load(sys.argv[1]); mb, tb = load(sys.argv[2])
+assert ma["step"] == mb["step"] == "6", (ma["step"], mb["step"])
+assert ta.keys() == tb.keys()
+diff = [k for k in ta if ta[k] != tb[k]]
+assert not diff, diff[:5]
+EOF
+
+# ---- a NaN loss stops the run with an error and writes no checkpoint ----
+expect_fail 1 "loss is" -- $SELFSUP pretrain "${SMALL[@]}" --optimizer sgd --lr 3e38 --steps 10 --no-eval --out "$T/nan"
+[ ! -e "$T/nan/last.safetensors" ] && ok || bad "a checkpoint was written after a NaN loss"
+
+echo "cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

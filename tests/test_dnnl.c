@@ -1,0 +1,176 @@
+/* The oneDNN backend against the reference: every convolution shape of
+ * test_ops.c plus a one-channel stem, forward and backward, both layouts;
+ * backward accumulates into nonzero gradients; dx may be NULL; cached plans
+ * give the same results on a second call; the backend's registry name.
+ * Built without oneDNN it reports the backend absent and passes 0 checks. */
+#define _POSIX_C_SOURCE 200809L
+#include "check.h"
+#include "selfsup/ops.h"
+#include "selfsup/ops_dnnl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* oneDNN sums in float in its own order, the reference in double. */
+#define TOL 1e-4
+
+static float *rnd(ssl_rng *r, long n, float scale)
+{
+    float *p = malloc(sizeof(float) * (size_t)n);
+    for (long i = 0; i < n; i++) p[i] = scale * ssl_rng_normal(r);
+    return p;
+}
+
+static float *dup(const float *p, long n)
+{
+    float *q = malloc(sizeof(float) * (size_t)n);
+    memcpy(q, p, sizeof(float) * (size_t)n);
+    return q;
+}
+
+/* Filled with NaN so that an output the backend forgets to write shows up. */
+static float *nans(long n)
+{
+    float *p = malloc(sizeof(float) * (size_t)n);
+    for (long i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+
+/* A copy of src (N, C, HW) NCHW in layout l. */
+static float *in_layout(const float *src, ssl_layout l, int N, int C, int HW)
+{
+    float *p = malloc(sizeof(float) * (size_t)N * C * HW);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < HW; i++) {
+                long cn = ((long)c * N + n) * HW + i, nc = ((long)n * C + c) * HW + i;
+                p[l == SSL_LAYOUT_CNHW ? cn : nc] = src[nc];
+            }
+    return p;
+}
+
+/* max |a - b| / max |b|; NaN anywhere gives NaN. */
+static double rel_err(const float *a, const float *b, long n)
+{
+    double e = 0, m = 0;
+    for (long i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= e)) e = d;
+        if (fabs((double)b[i]) > m) m = fabs((double)b[i]);
+    }
+    return e / (m > 1e-30 ? m : 1.0);
+}
+
+static double worst;
+
+static void cmp(const float *a, const float *b, long n, const char *what, const ssl_conv_desc *d)
+{
+    double e = rel_err(a, b, n);
+    if (!(e <= worst)) worst = e;
+    CHECK(e <= TOL, "%s N%d C%d %dx%d K%d %dx%d/%d p%d %s: relative error %.3g", what, d->N,
+          d->C, d->H, d->W, d->K, d->R, d->S, d->stride, d->pad,
+          d->layout == SSL_LAYOUT_CNHW ? "CNHW" : "NCHW", e);
+}
+
+static void test_conv(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng, int N, int C, int H,
+                      int W, int K, int R, int stride, int pad)
+{
+    const ssl_backend *ref = ssl_backend_ref();
+    for (int l = 0; l < 2; l++) {
+        ssl_conv_desc d = {N, C, H, W, K, R, R, stride, pad,
+                           ssl_conv_out_size(H, R, stride, pad),
+                           ssl_conv_out_size(W, R, stride, pad), (ssl_layout)l};
+        const long nx = (long)N * C * H * W, nw = (long)K * C * R * R,
+                   ny = (long)N * K * d.OH * d.OW;
+        /* the layout only changes where values sit: the reference runs NCHW */
+        float *x = rnd(rng, nx, 1.0f), *w = rnd(rng, nw, 0.3f), *dy = rnd(rng, ny, 1.0f);
+        float *dx0 = rnd(rng, nx, 1.0f), *dw0 = rnd(rng, nw, 1.0f);
+        float *xl = in_layout(x, d.layout, N, C, H * W);
+        float *dyl = in_layout(dy, d.layout, N, K, d.OH * d.OW);
+        float *dx0l = in_layout(dx0, d.layout, N, C, H * W);
+        ssl_conv_desc dn = d;
+        dn.layout = SSL_LAYOUT_NCHW;
+
+        float *yr = nans(ny), *dxr = dup(dx0, nx), *dwr = dup(dw0, nw);
+        ref->conv2d_fwd(ctx, yr, x, w, &dn);
+        ref->conv2d_bwd(ctx, dxr, dwr, dy, x, w, &dn);
+        float *yrl = in_layout(yr, d.layout, N, K, d.OH * d.OW);
+        float *dxrl = in_layout(dxr, d.layout, N, C, H * W);
+
+        for (int rep = 0; rep < 2; rep++) { /* the second call runs the cached plans */
+            float *y = nans(ny), *dx = dup(dx0l, nx), *dw = dup(dw0, nw);
+            be->conv2d_fwd(ctx, y, xl, w, &d);
+            be->conv2d_bwd(ctx, dx, dw, dyl, xl, w, &d);
+            cmp(y, yrl, ny, "fwd", &d);
+            cmp(dx, dxrl, nx, "dx (accumulated)", &d);
+            cmp(dw, dwr, nw, "dw (accumulated)", &d);
+            free(y);
+            free(dx);
+            free(dw);
+        }
+        float *dw = dup(dw0, nw); /* dx NULL: dw alone, still accumulated */
+        be->conv2d_bwd(ctx, NULL, dw, dyl, xl, w, &d);
+        cmp(dw, dwr, nw, "dw with dx NULL", &d);
+        free(dw);
+        free(x), free(w), free(dy), free(dx0), free(dw0), free(xl), free(dyl), free(dx0l);
+        free(yr), free(dxr), free(dwr), free(yrl), free(dxrl);
+    }
+    printf("  conv N=%-2d C=%d %2dx%-2d K=%d %dx%d/%d pad %d: max rel err %.2e\n", N, C, H, W, K,
+           R, R, stride, pad, worst);
+}
+
+/* Twice the gradient after two backward calls: the sum really accumulates. */
+static void test_twice(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng)
+{
+    ssl_conv_desc d = {2, 16, 6, 6, 16, 3, 3, 1, 1, 6, 6, be->act_layout};
+    const long nx = 2L * 16 * 36, nw = 16L * 16 * 9;
+    float *x = rnd(rng, nx, 1.0f), *w = rnd(rng, nw, 0.3f), *dy = rnd(rng, nx, 1.0f);
+    float *dx1 = calloc((size_t)nx, sizeof(float)), *dw1 = calloc((size_t)nw, sizeof(float));
+    float *dx2 = calloc((size_t)nx, sizeof(float)), *dw2 = calloc((size_t)nw, sizeof(float));
+    be->conv2d_bwd(ctx, dx1, dw1, dy, x, w, &d);
+    be->conv2d_bwd(ctx, dx2, dw2, dy, x, w, &d);
+    be->conv2d_bwd(ctx, dx2, dw2, dy, x, w, &d);
+    for (long i = 0; i < nx; i++) dx1[i] *= 2.0f;
+    for (long i = 0; i < nw; i++) dw1[i] *= 2.0f;
+    CHECK(rel_err(dx2, dx1, nx) <= 1e-6, "two backward calls: dx is not twice one call");
+    CHECK(rel_err(dw2, dw1, nw) <= 1e-6, "two backward calls: dw is not twice one call");
+    free(x), free(w), free(dy), free(dx1), free(dw1), free(dx2), free(dw2);
+}
+
+int main(void)
+{
+    if (!ssl_dnnl_available()) {
+        printf("dnnl: backend absent in this build (no oneDNN), nothing to check\n");
+        CHECK(ssl_backend_dnnl() == NULL, "ssl_backend_dnnl() without oneDNN is not NULL");
+        return check_report("dnnl");
+    }
+    ssl_ctx ctx;
+    char err[SSL_ERR_LEN];
+    const ssl_backend *be = ssl_backend_dnnl(), *byname = NULL;
+    ssl_ctx_init(&ctx, 1, 2);
+    ctx.backend = be;
+    CHECK(ssl_backend_by_name("dnnl", &byname, err) == SSL_OK && byname == be,
+          "ssl_backend_by_name(\"dnnl\") does not give the dnnl backend");
+    CHECK(!strcmp(be->name, "dnnl") && be->bn_fwd && be->linear_bwd && be->gap_fwd,
+          "dnnl backend table incomplete");
+
+    ssl_rng rng;
+    ssl_rng_seed(&rng, 7);
+    printf("dnnl vs ref backend:\n");
+    test_conv(&ctx, be, &rng, 3, 5, 7, 9, 6, 3, 2, 1);   /* odd everything */
+    test_conv(&ctx, be, &rng, 3, 5, 7, 9, 6, 3, 1, 1);
+    test_conv(&ctx, be, &rng, 3, 5, 7, 9, 6, 1, 1, 0);   /* pointwise */
+    test_conv(&ctx, be, &rng, 3, 5, 7, 9, 6, 1, 2, 0);   /* 1x1 stride 2 */
+    test_conv(&ctx, be, &rng, 3, 2, 11, 13, 4, 7, 2, 3); /* ImageNet stem */
+    test_conv(&ctx, be, &rng, 11, 3, 5, 6, 4, 3, 1, 1);
+    test_conv(&ctx, be, &rng, 11, 3, 5, 6, 4, 1, 1, 0);
+    test_conv(&ctx, be, &rng, 1, 3, 4, 4, 2, 3, 1, 1);   /* fewer images than threads */
+    test_conv(&ctx, be, &rng, 4, 1, 8, 8, 16, 3, 1, 1);  /* small stem, one channel */
+    test_conv(&ctx, be, &rng, 3, 16, 6, 6, 32, 1, 2, 0); /* downsample, right pad -1 */
+    test_conv(&ctx, be, &rng, 3, 16, 7, 7, 32, 3, 2, 1); /* blocked channels, stride 2 */
+    test_twice(&ctx, be, &rng);
+    ssl_ctx_free(&ctx); /* releases the cached plans (ASan checks for leaks) */
+    return check_report("dnnl");
+}
