@@ -12,7 +12,7 @@ else
 BUILD   ?= build
 OPT     := -O3 -march=native -g
 endif
-CFLAGS  += -std=c11 -Wall -Wextra -Wno-unused-parameter $(OPT) -fopenmp -Iinclude -Isrc -MMD -MP
+CFLAGS  += -std=c11 -Wall -Wextra -Wno-unused-parameter $(CFLAGS_EXTRA) $(OPT) -fopenmp -Iinclude -Isrc -MMD -MP
 LDFLAGS += $(filter -fsanitize%,$(OPT)) -fopenmp
 
 # Optional dependencies are probed, never required: OpenBLAS speeds up the

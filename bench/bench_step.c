@@ -35,6 +35,7 @@ typedef struct bench_args {
     int threads, workers, warmup, steps, loader_batches;
     uint64_t seed;
     char data[512]; /* dataset spec for 1x28x28; "random" forces random images */
+    char backend[32]; /* ssl_backend_by_name; empty: the library default */
 } bench_args;
 
 static void usage(FILE *f)
@@ -43,7 +44,7 @@ static void usage(FILE *f)
             "usage: bench_step [--depth 18] [--width 64] [--stem small|imagenet]\n"
             "                  [--channels 1] [--size 28] [--batch 256] [--threads 2]\n"
             "                  [--workers 1] [--warmup 2] [--steps 5] [--loader-batches 5]\n"
-            "                  [--seed 1] [--data fashion-mnist|random]\n"
+            "                  [--seed 1] [--data fashion-mnist|random] [--backend cpu]\n"
             "Times SimCLR training steps (selfsup) and prints one JSON line.\n");
 }
 
@@ -61,7 +62,7 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 
 static int parse_args(int argc, char **argv, bench_args *a)
 {
-    *a = (bench_args){18, 64, 1, 28, 256, SSL_STEM_SMALL, 2, 1, 2, 5, 5, 1, "fashion-mnist"};
+    *a = (bench_args){18, 64, 1, 28, 256, SSL_STEM_SMALL, 2, 1, 2, 5, 5, 1, "fashion-mnist", ""};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
@@ -86,6 +87,7 @@ static int parse_args(int argc, char **argv, bench_args *a)
         else if (!strcmp(o, "--loader-batches")) rc = parse_int(o, v, 1, 1000, &a->loader_batches);
         else if (!strcmp(o, "--seed")) { rc = parse_int(o, v, 0, 1 << 30, &seed); a->seed = (uint64_t)seed; }
         else if (!strcmp(o, "--data")) snprintf(a->data, sizeof a->data, "%s", v);
+        else if (!strcmp(o, "--backend")) snprintf(a->backend, sizeof a->backend, "%s", v);
         else if (!strcmp(o, "--stem")) {
             if (!strcmp(v, "small")) a->stem = SSL_STEM_SMALL;
             else if (!strcmp(v, "imagenet")) a->stem = SSL_STEM_IMAGENET;
@@ -157,6 +159,10 @@ int main(int argc, char **argv)
     ssl_ctx ctx;
     ssl_ctx_init(&ctx, a.seed, a.threads);
     char *err = ctx.err;
+    if (a.backend[0] && ssl_backend_by_name(a.backend, &ctx.backend, err)) {
+        fprintf(stderr, "bench_step: --backend: %s\n", err);
+        return 2;
+    }
 
     ssl_dataset ds;
     int rc;
@@ -260,13 +266,13 @@ int main(int argc, char **argv)
     double s_step = t_timed / a.steps;
     double ips = B / s_step;
     double gflop_img = ssl_resnet_macs(&m.encoder, ds.h, ds.w) * 2 * 3 * 2 / 1e9;
-    printf("{\"impl\":\"selfsup\",\"depth\":%d,\"width\":%d,\"stem\":\"%s\",\"in_channels\":%d,"
+    printf("{\"impl\":\"selfsup\",\"backend\":\"%s\",\"depth\":%d,\"width\":%d,\"stem\":\"%s\",\"in_channels\":%d,"
            "\"size\":%d,\"batch\":%d,\"data\":\"%s\",\"threads\":%d,\"warmup\":%d,\"steps\":%d,"
            "\"img_per_s\":%.3f,\"s_per_step\":%.4f,\"s_per_step_min\":%.4f,"
            "\"gflop_per_img\":%.5f,\"gflops\":%.3f,\"peak_rss_mb\":%.1f,"
            "\"loader_ms_per_batch\":%.2f,\"loader_workers\":%d,\"loader_frac_of_step\":%.4f,"
            "\"arena_mb\":%.1f,\"last_loss\":%.5f}\n",
-           a.depth, a.width, a.stem == SSL_STEM_SMALL ? "small" : "imagenet", ds.c, ds.h, B,
+           ctx.backend->name, a.depth, a.width, a.stem == SSL_STEM_SMALL ? "small" : "imagenet", ds.c, ds.h, B,
            real ? "fashion-mnist test split" : "random uint8", ctx.n_threads, a.warmup, a.steps,
            ips, s_step, t_min, gflop_img, gflop_img * ips, ssl_peak_rss() / 1048576.0, loader_ms,
            a.workers, loader_ms / 1e3 / s_step, g.arena.high_water / 1048576.0, last_loss);

@@ -33,6 +33,7 @@ static const char usage[] =
     "  --log-every N        steps between progress lines (default 20)\n"
     "  --no-eval            skip the evaluation\n"
     "  --baselines          also evaluate raw pixels and the random-init encoder\n"
+    "  --protocol knn|linear|all  which evaluation to run (default all)\n"
     "  --device cpu|ref     op backend (ref: the plain C reference, slow)\n"
     "  --json               print the results as one JSON object on the last line\n"
     "  --quiet              no progress lines\n";
@@ -44,6 +45,13 @@ int cmd_pretrain(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (o.positional) {
         cli_error("pretrain", "takes no positional argument (see --help)");
+        return CLI_USAGE;
+    }
+    int which = !strcmp(o.protocol, "knn") ? SSL_EVAL_KNN
+              : !strcmp(o.protocol, "linear") ? SSL_EVAL_LINEAR
+              : !strcmp(o.protocol, "all") ? SSL_EVAL_KNN | SSL_EVAL_LINEAR : 0;
+    if (!which) {
+        cli_error("pretrain", "--protocol must be knn, linear or all");
         return CLI_USAGE;
     }
     ssl_train_config cfg = o.train;
@@ -89,6 +97,8 @@ int cmd_pretrain(int argc, char **argv)
     memset(&m, 0, sizeof m);
     ssl_train_result res;
     ssl_eval_row rows[3];
+    memset(rows, 0, sizeof rows);
+    for (int i = 0; i < 3; i++) rows[i].protocols = which;
     int n_rows = 0;
     rc = ssl_pretrain(&cfg, &train, &ctx, &m, &res);
     if (rc) {
