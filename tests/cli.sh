@@ -163,6 +163,13 @@ diff = [k for k in ta if ta[k] != tb[k]]
 assert not diff, diff[:5]
 EOF
 
+# ---- PyTorch loads the encoder into torchvision's ResNet-18 and agrees ----
+if expect_ok $SELFSUP pretrain --data "$T/sub" --width 64 --batch-size 16 --steps 2 --no-eval --quiet --threads 2 --out "$T/w64" &&
+    expect_ok $SELFSUP embed "$T/w64/last.safetensors" --prefix "$T/w64emb" --threads 2; then
+    $PY tests/torch/load_into_torchvision.py "$T/w64/last.safetensors" "$T/w64emb" "$T/sub" >"$T/tv.log" 2>&1 && ok ||
+        bad "torchvision load: $(tail -n 3 "$T/tv.log")"
+fi
+
 # ---- a NaN loss stops the run with an error and writes no checkpoint ----
 expect_fail 1 "loss is" -- $SELFSUP pretrain "${SMALL[@]}" --optimizer sgd --lr 3e38 --steps 10 --no-eval --out "$T/nan"
 [ ! -e "$T/nan/last.safetensors" ] && ok || bad "a checkpoint was written after a NaN loss"

@@ -1,5 +1,7 @@
 /* The oneDNN backend against the reference: every convolution shape of
- * test_ops.c plus a one-channel stem, forward and backward, both layouts;
+ * test_ops.c plus a one-channel stem and blocked-channel shapes, forward and
+ * backward, both layouts, through both tables ("dnnl" hands 1x1 and
+ * few-channel convolutions to the cpu backend, "dnnl-every" does not);
  * backward accumulates into nonzero gradients; dx may be NULL; cached plans
  * give the same results on a second call; the backend's registry name.
  * Built without oneDNN it reports the backend absent and passes 0 checks. */
@@ -74,10 +76,11 @@ static void cmp(const float *a, const float *b, long n, const char *what, const 
           d->layout == SSL_LAYOUT_CNHW ? "CNHW" : "NCHW", e);
 }
 
-static void test_conv(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng, int N, int C, int H,
-                      int W, int K, int R, int stride, int pad)
+static void test_conv_on(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng, int N, int C,
+                         int H, int W, int K, int R, int stride, int pad)
 {
     const ssl_backend *ref = ssl_backend_ref();
+    worst = 0;
     for (int l = 0; l < 2; l++) {
         ssl_conv_desc d = {N, C, H, W, K, R, R, stride, pad,
                            ssl_conv_out_size(H, R, stride, pad),
@@ -117,8 +120,15 @@ static void test_conv(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng, int N, 
         free(x), free(w), free(dy), free(dx0), free(dw0), free(xl), free(dyl), free(dx0l);
         free(yr), free(dxr), free(dwr), free(yrl), free(dxrl);
     }
-    printf("  conv N=%-2d C=%d %2dx%-2d K=%d %dx%d/%d pad %d: max rel err %.2e\n", N, C, H, W, K,
-           R, R, stride, pad, worst);
+    printf("  %-10s conv N=%-2d C=%-2d %2dx%-2d K=%-2d %dx%d/%d pad %d: max rel err %.2e\n",
+           be->name, N, C, H, W, K, R, R, stride, pad, worst);
+}
+
+static void test_conv(ssl_ctx *ctx, ssl_rng *rng, int N, int C, int H, int W, int K, int R,
+                      int stride, int pad)
+{
+    test_conv_on(ctx, ssl_backend_dnnl(), rng, N, C, H, W, K, R, stride, pad);
+    test_conv_on(ctx, ssl_backend_dnnl_every(), rng, N, C, H, W, K, R, stride, pad);
 }
 
 /* Twice the gradient after two backward calls: the sum really accumulates. */
@@ -143,7 +153,8 @@ int main(void)
 {
     if (!ssl_dnnl_available()) {
         printf("dnnl: backend absent in this build (no oneDNN), nothing to check\n");
-        CHECK(ssl_backend_dnnl() == NULL, "ssl_backend_dnnl() without oneDNN is not NULL");
+        CHECK(ssl_backend_dnnl() == NULL && ssl_backend_dnnl_every() == NULL,
+              "ssl_backend_dnnl() without oneDNN is not NULL");
         return check_report("dnnl");
     }
     ssl_ctx ctx;
@@ -159,18 +170,20 @@ int main(void)
     ssl_rng rng;
     ssl_rng_seed(&rng, 7);
     printf("dnnl vs ref backend:\n");
-    test_conv(&ctx, be, &rng, 3, 5, 7, 9, 6, 3, 2, 1);   /* odd everything */
-    test_conv(&ctx, be, &rng, 3, 5, 7, 9, 6, 3, 1, 1);
-    test_conv(&ctx, be, &rng, 3, 5, 7, 9, 6, 1, 1, 0);   /* pointwise */
-    test_conv(&ctx, be, &rng, 3, 5, 7, 9, 6, 1, 2, 0);   /* 1x1 stride 2 */
-    test_conv(&ctx, be, &rng, 3, 2, 11, 13, 4, 7, 2, 3); /* ImageNet stem */
-    test_conv(&ctx, be, &rng, 11, 3, 5, 6, 4, 3, 1, 1);
-    test_conv(&ctx, be, &rng, 11, 3, 5, 6, 4, 1, 1, 0);
-    test_conv(&ctx, be, &rng, 1, 3, 4, 4, 2, 3, 1, 1);   /* fewer images than threads */
-    test_conv(&ctx, be, &rng, 4, 1, 8, 8, 16, 3, 1, 1);  /* small stem, one channel */
-    test_conv(&ctx, be, &rng, 3, 16, 6, 6, 32, 1, 2, 0); /* downsample, right pad -1 */
-    test_conv(&ctx, be, &rng, 3, 16, 7, 7, 32, 3, 2, 1); /* blocked channels, stride 2 */
+    test_conv(&ctx, &rng, 3, 5, 7, 9, 6, 3, 2, 1);   /* odd everything */
+    test_conv(&ctx, &rng, 3, 5, 7, 9, 6, 3, 1, 1);
+    test_conv(&ctx, &rng, 3, 5, 7, 9, 6, 1, 1, 0);   /* pointwise */
+    test_conv(&ctx, &rng, 3, 5, 7, 9, 6, 1, 2, 0);   /* 1x1 stride 2 */
+    test_conv(&ctx, &rng, 3, 2, 11, 13, 4, 7, 2, 3); /* ImageNet stem */
+    test_conv(&ctx, &rng, 11, 3, 5, 6, 4, 3, 1, 1);
+    test_conv(&ctx, &rng, 11, 3, 5, 6, 4, 1, 1, 0);
+    test_conv(&ctx, &rng, 1, 3, 4, 4, 2, 3, 1, 1);   /* fewer images than threads */
+    test_conv(&ctx, &rng, 4, 1, 8, 8, 16, 3, 1, 1);  /* small stem, one channel */
+    test_conv(&ctx, &rng, 3, 16, 6, 6, 32, 1, 2, 0); /* downsample, right pad -1 */
+    test_conv(&ctx, &rng, 3, 16, 7, 7, 32, 3, 2, 1); /* blocked channels, stride 2 */
+    test_conv(&ctx, &rng, 2, 9, 5, 7, 10, 3, 1, 1);   /* channels past one block */
     test_twice(&ctx, be, &rng);
+    test_twice(&ctx, ssl_backend_dnnl_every(), &rng);
     ssl_ctx_free(&ctx); /* releases the cached plans (ASan checks for leaks) */
     return check_report("dnnl");
 }

@@ -17,6 +17,10 @@ int ssl_dnnl_available(void);
  * (engine, stream, cached primitives) lives in ctx->backend_state, created on
  * the first convolution and released by ssl_ctx_free. */
 const ssl_backend *ssl_backend_dnnl(void);
+/* The same with every convolution through oneDNN, also those where the cpu
+ * backend is faster (1x1 kernels, fewer than 8 input channels): for tests
+ * and benchmarks. NULL without oneDNN. */
+const ssl_backend *ssl_backend_dnnl_every(void);
 
 #ifdef __cplusplus
 }
