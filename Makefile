@@ -22,6 +22,12 @@ ifeq ($(BLAS_OK),1)
 CFLAGS  += -DSSL_HAVE_OPENBLAS
 LIBS    += -lopenblas
 endif
+# oneDNN: faster convolutions (the "dnnl" backend, the default when found).
+DNNL_OK := $(shell printf '#include <dnnl.h>\nint main(void){return dnnl_version() == 0;}' | $(CC) -x c - -ldnnl -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(DNNL_OK),1)
+CFLAGS  += -DSSL_HAVE_DNNL
+LIBS    += -ldnnl
+endif
 LIBS    += -lz -lm -lpthread
 
 LIB_SRC  := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
@@ -32,7 +38,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/selfsup $(BUILD)/libselfsup.a
-	@echo "selfsup built: BLAS=$(if $(BLAS_OK),openblas,none (plain C)) CUDA=not built"
+	@echo "selfsup built: BLAS=$(if $(BLAS_OK),openblas,none (plain C)) oneDNN=$(if $(DNNL_OK),yes,no) CUDA=not built"
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

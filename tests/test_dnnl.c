@@ -182,6 +182,7 @@ int main(void)
     test_conv(&ctx, &rng, 3, 16, 6, 6, 32, 1, 2, 0); /* downsample, right pad -1 */
     test_conv(&ctx, &rng, 3, 16, 7, 7, 32, 3, 2, 1); /* blocked channels, stride 2 */
     test_conv(&ctx, &rng, 2, 9, 5, 7, 10, 3, 1, 1);   /* channels past one block */
+    test_conv(&ctx, &rng, 2, 64, 17, 16, 64, 3, 1, 1); /* big layer: dw from the cpu backend */
     test_twice(&ctx, be, &rng);
     test_twice(&ctx, ssl_backend_dnnl_every(), &rng);
     ssl_ctx_free(&ctx); /* releases the cached plans (ASan checks for leaks) */

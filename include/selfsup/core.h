@@ -61,7 +61,8 @@ typedef struct ssl_ctx {
     char err[SSL_ERR_LEN];
 } ssl_ctx;
 
-/* n_threads <= 0 means all cores. backend NULL picks the default ("cpu"). */
+/* n_threads <= 0 means all cores. The backend is the default one (dnnl when
+ * built with oneDNN, else cpu); set ctx->backend to choose another. */
 int ssl_ctx_init(ssl_ctx *ctx, uint64_t seed, int n_threads);
 void ssl_ctx_free(ssl_ctx *ctx);
 /* Scratch of at least `bytes`, 64-byte aligned; NULL (and ctx->err) on failure. */

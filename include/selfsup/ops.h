@@ -120,7 +120,7 @@ typedef struct ssl_backend {
 const ssl_backend *ssl_backend_ref(void);
 const ssl_backend *ssl_backend_cpu(void);
 const ssl_backend *ssl_backend_default(void);
-/* "ref", "cpu" (or "cuda": SSL_EDEVICE when not built). */
+/* "ref", "cpu", "dnnl" (SSL_EDEVICE when not built), "cuda" (not built yet). */
 int ssl_backend_by_name(const char *name, const ssl_backend **out, char *err);
 
 #ifdef __cplusplus

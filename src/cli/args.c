@@ -47,7 +47,6 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
     ssl_train_config_default(&o->train);
     snprintf(o->protocol, sizeof o->protocol, "all");
     snprintf(o->split, sizeof o->split, "test");
-    snprintf(o->device, sizeof o->device, "cpu");
     ssl_train_config *t = &o->train;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -131,8 +130,8 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
 int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx)
 {
     ssl_ctx_init(ctx, o->train.seed, o->train.threads);
-    const ssl_backend *be;
-    if (ssl_backend_by_name(o->device, &be, ctx->err)) {
+    const ssl_backend *be = ctx->backend; /* the default: dnnl when built, else cpu */
+    if (o->device[0] && ssl_backend_by_name(o->device, &be, ctx->err)) {
         cli_error(cmd, ctx->err);
         return CLI_USAGE;
     }

@@ -13,7 +13,7 @@ static const char eval_usage[] =
     "  --data SPEC          another dataset of the same image shape (default: the run's)\n"
     "  --arch, --width, --stem  override the architecture the checkpoint says it holds\n"
     "  --baselines          also raw pixels and the random-init encoder\n"
-    "  --threads N  --seed N  --device cpu|ref  --json\n";
+    "  --threads N  --seed N  --device dnnl|cpu|ref  --json\n";
 
 static const char embed_usage[] =
     "usage: selfsup embed CKPT --prefix OUT [--split train|test] [--data SPEC]\n"

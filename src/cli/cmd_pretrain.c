@@ -34,7 +34,8 @@ static const char usage[] =
     "  --no-eval            skip the evaluation\n"
     "  --baselines          also evaluate raw pixels and the random-init encoder\n"
     "  --protocol knn|linear|all  which evaluation to run (default all)\n"
-    "  --device cpu|ref     op backend (ref: the plain C reference, slow)\n"
+    "  --device NAME        op backend: dnnl (default when built with oneDNN), cpu\n"
+    "                       (im2col + BLAS), ref (the plain C reference, slow)\n"
     "  --json               print the results as one JSON object on the last line\n"
     "  --quiet              no progress lines\n";
 

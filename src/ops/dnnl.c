@@ -45,7 +45,8 @@ typedef struct conv_plan {
     ssl_conv_desc d;
     int bwd, n_threads;
     int every;    /* planned for the table that sends every conv to oneDNN */
-    int use_cpu;  /* oneDNN could not plan it: the cpu backend runs it */
+    int use_cpu;  /* the cpu backend runs it (faster, or oneDNN refused) */
+    int cpu_weights; /* backward: the cpu backend computes dw, the plan dx */
     int n_mems, n_steps;
     plan_mem mems[PLAN_MEMS];
     plan_step steps[PLAN_STEPS];
@@ -304,10 +305,11 @@ static int plan_fwd(conv_plan *p, dnnl_state *st, const conv_mds *m,
     return finish_output(p, st, T_Y, tail, 0, 0);
 }
 
-/* Weights gradient first: its steps always run, so a dy copy it makes can be
- * shared by the data gradient's steps, which are skipped when dx is NULL. */
-static int plan_bwd(conv_plan *p, dnnl_state *st, const conv_mds *m,
-                    const_dnnl_primitive_desc_t wpd, const_dnnl_primitive_desc_t dpd)
+/* dw += ... : steps that always run. Planned before the data gradient, so
+ * a dy copy made here is shared by the data gradient's steps, which are
+ * skipped when dx is NULL. */
+static int plan_bwd_weights(conv_plan *p, dnnl_state *st, const conv_mds *m,
+                            const_dnnl_primitive_desc_t wpd)
 {
     dnnl_memory_t tail;
     dnnl_memory_t x = bind_input(p, st, T_X, &m->x, pd_md(wpd, dnnl_query_src_md), 0);
@@ -317,16 +319,23 @@ static int plan_bwd(conv_plan *p, dnnl_state *st, const conv_mds *m,
     if (!x || !dy || !dw) return -1;
     dnnl_exec_arg_t a[STEP_ARGS] = {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy},
                                     {DNNL_ARG_DIFF_WEIGHTS, dw}};
-    if (add_conv_step(p, st, wpd, 0, 3, a) || finish_output(p, st, T_DW, tail, 1, 0)) return -1;
+    if (add_conv_step(p, st, wpd, 0, 3, a)) return -1;
+    return finish_output(p, st, T_DW, tail, 1, 0);
+}
 
+/* dx += ... : steps skipped when dx is NULL. */
+static int plan_bwd_data(conv_plan *p, dnnl_state *st, const conv_mds *m,
+                         const_dnnl_primitive_desc_t dpd)
+{
+    dnnl_memory_t tail;
     dnnl_memory_t w = bind_input(p, st, T_W, &m->w, pd_md(dpd, dnnl_query_weights_md), 1);
-    dy = bind_input(p, st, T_DY, &m->y, pd_md(dpd, dnnl_query_diff_dst_md), 1);
+    dnnl_memory_t dy = bind_input(p, st, T_DY, &m->y, pd_md(dpd, dnnl_query_diff_dst_md), 1);
     dnnl_memory_t dx = bind_output(p, st, T_DX, &m->x, pd_md(dpd, dnnl_query_diff_src_md), 1,
                                    &tail);
     if (!w || !dy || !dx) return -1;
-    dnnl_exec_arg_t b[STEP_ARGS] = {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, w},
+    dnnl_exec_arg_t a[STEP_ARGS] = {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, w},
                                     {DNNL_ARG_DIFF_SRC, dx}};
-    if (add_conv_step(p, st, dpd, 1, 3, b)) return -1;
+    if (add_conv_step(p, st, dpd, 1, 3, a)) return -1;
     return finish_output(p, st, T_DX, tail, 1, 1);
 }
 
@@ -347,15 +356,18 @@ static int plan_build(conv_plan *p, dnnl_state *st)
     if (ok && !p->bwd) {
         ok = plan_fwd(p, st, &m, fpd) == 0;
     } else if (ok) {
-        ok = dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &m.ax, &m.aw,
-                                                         NULL, &m.ay, m.strides, m.pad_l,
-                                                         m.pad_r) == dnnl_success &&
-             dnnl_primitive_desc_create(&wpd, &wd, attr, st->engine, fpd) == dnnl_success &&
+        ok = p->cpu_weights ||
+             (dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &m.ax,
+                                                          &m.aw, NULL, &m.ay, m.strides, m.pad_l,
+                                                          m.pad_r) == dnnl_success &&
+              dnnl_primitive_desc_create(&wpd, &wd, attr, st->engine, fpd) == dnnl_success);
+        ok = ok &&
              dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct, &m.ax, &m.aw,
                                                       &m.ay, m.strides, m.pad_l,
                                                       m.pad_r) == dnnl_success &&
              dnnl_primitive_desc_create(&dpd, &dd, attr, st->engine, fpd) == dnnl_success &&
-             plan_bwd(p, st, &m, wpd, dpd) == 0;
+             (p->cpu_weights || plan_bwd_weights(p, st, &m, wpd) == 0) &&
+             plan_bwd_data(p, st, &m, dpd) == 0;
     }
     if (fpd) dnnl_primitive_desc_destroy(fpd);
     if (dpd) dnnl_primitive_desc_destroy(dpd);
@@ -372,13 +384,23 @@ static int same_desc(const ssl_conv_desc *a, const ssl_conv_desc *b)
 }
 
 /* Where oneDNN beats im2col + BLAS (measured on AVX2, N=512, ResNet-18
- * small-stem layers): spatial kernels over at least 8 input channels, about
- * 1.5-2x in every direction. 1x1 convolutions are plain matrix products
- * already and the reorders around oneDNN cost more than they save; with
- * fewer than 8 channels (image stems) oneDNN's backward is 3x slower. */
+ * small-stem layers, widths 16 and 64): spatial kernels over at least 8
+ * input channels, 1.1-2x forward and backward-data. 1x1 convolutions are
+ * plain matrix products already and the reorders around oneDNN cost more
+ * than they save; with fewer than 8 channels (image stems) oneDNN's backward
+ * is 3x slower. */
 static int dnnl_suits(const ssl_conv_desc *d)
 {
     return d->R * d->S > 1 && d->C >= 8;
+}
+
+/* The weight gradient: oneDNN wins (1.2-1.5x) while the work per image is
+ * small, C*K*OH*OW up to 2^20 (every 3x3 layer of width 16); above that
+ * im2col feeds BLAS matrices big enough to beat it (oneDNN 0.75-0.95x on the
+ * width-64 layers). Measured N=512, 2 threads. */
+static int dnnl_suits_weights(const ssl_conv_desc *d)
+{
+    return (long)d->C * d->K * d->OH * d->OW <= 1L << 20;
 }
 
 /* The cached plan for (d, bwd, threads, every), built on first use. A
@@ -416,6 +438,7 @@ static conv_plan *get_plan(ssl_ctx *ctx, const ssl_conv_desc *d, int bwd, int ev
     p->bwd = bwd;
     p->every = every;
     p->n_threads = ctx->n_threads;
+    p->cpu_weights = bwd && !every && !dnnl_suits_weights(d);
     if ((!every && !dnnl_suits(d)) || plan_build(p, st)) { /* keep only the key: cpu runs it */
         for (int i = 0; i < p->n_steps; i++) dnnl_primitive_destroy(p->steps[i].p);
         for (int i = 0; i < p->n_mems; i++) dnnl_memory_destroy(p->mems[i].m);
@@ -481,6 +504,10 @@ static void conv_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy, const 
     if (p->use_cpu) {
         ssl_backend_cpu()->conv2d_bwd(ctx, dx, dw, dy, x, w, d);
         return;
+    }
+    if (p->cpu_weights) {
+        ssl_backend_cpu()->conv2d_bwd(ctx, NULL, dw, dy, x, w, d);
+        if (!dx) return;
     }
     void *t[T_COUNT] = {(void *)x, (void *)w, NULL, dx, dw, (void *)dy};
     plan_run(ctx, p, t, dx != NULL);
