@@ -141,7 +141,8 @@ cat "$CK" | tail -c +9 >>"$T/lyingck.safetensors"
 expect_fail 1 "$T/lyingck.safetensors" -- $SELFSUP info "$T/lyingck.safetensors"
 expect_fail 1 "another architecture" -- $SELFSUP eval "$CK" --arch resnet34
 expect_fail 1 "another architecture" -- $SELFSUP eval "$CK" --width 8
-expect_fail 1 "not a selfsup checkpoint" -- $SELFSUP eval "$BUILD/golden/optim.safetensors"
+$PY -c "import sys; sys.path.insert(0, 'tests/torch'); import golden, numpy as np; golden.save(sys.argv[1], {'w': np.zeros((2, 3), np.float32)}, {'format': 'other'})" "$T/other.safetensors"
+expect_fail 1 "not a selfsup checkpoint" -- $SELFSUP eval "$T/other.safetensors"
 
 # ---- resume continues exactly where the run stopped ----
 expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 6 --no-eval --out "$T/full"

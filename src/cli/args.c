@@ -3,7 +3,6 @@
 #include "cli.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,20 +138,10 @@ int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx)
     return CLI_OK;
 }
 
-/* JSON has no NaN: protocols not run are null. */
-static void json_pct(FILE *f, const char *key, double v)
+int cli_protocols(const char *name)
 {
-    if (isnan(v)) fprintf(f, "\"%s\":null", key);
-    else fprintf(f, "\"%s\":%.2f", key, 100 * v);
-}
-
-void cli_json_row(FILE *f, const ssl_eval_row *r)
-{
-    fputc('{', f);
-    json_pct(f, "knn_top1_k200", r->knn200);
-    fputc(',', f);
-    json_pct(f, "knn_top1_k20", r->knn20);
-    fputc(',', f);
-    json_pct(f, "linear_top1", r->linear);
-    fprintf(f, ",\"dim\":%d,\"eval_seconds\":%.1f}", r->dim, r->seconds);
+    if (!strcmp(name, "knn")) return SSL_EVAL_KNN;
+    if (!strcmp(name, "linear")) return SSL_EVAL_LINEAR;
+    if (!strcmp(name, "all")) return SSL_EVAL_KNN | SSL_EVAL_LINEAR;
+    return 0;
 }

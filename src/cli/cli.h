@@ -30,7 +30,16 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
 /* Apply --threads and --device to a context. */
 int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx);
 
-void cli_json_row(FILE *f, const ssl_eval_row *r);
+/* Evaluates enc (and with baselines first raw pixels and a random-init
+ * encoder of the same architecture and seed), prints the table; rows gets up
+ * to 3 rows. Returns SSL_OK or an error with ctx->err set. */
+int cli_evaluate(ssl_ctx *ctx, ssl_resnet *enc, const char *label, const ssl_train_config *cfg,
+                 const ssl_dataset *train, const ssl_dataset *test, int baselines, int which,
+                 ssl_eval_row *rows, int *n_rows);
+/* Writes "eval":{"raw":{...},"random_init":{...},"encoder":{...}} for the last n keys. */
+void cli_json_eval(FILE *f, const ssl_eval_row *rows, int n);
+/* --protocol as SSL_EVAL_* flags; 0 when unknown. */
+int cli_protocols(const char *name);
 
 int cmd_pretrain(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -81,9 +81,7 @@ int cmd_eval(int argc, char **argv)
     cli_opts o;
     int rc = cli_parse("eval", argc, argv, &o, eval_usage);
     if (rc) return rc < 0 ? CLI_OK : rc;
-    int which = !strcmp(o.protocol, "knn") ? SSL_EVAL_KNN
-              : !strcmp(o.protocol, "linear") ? SSL_EVAL_LINEAR
-              : !strcmp(o.protocol, "all") ? SSL_EVAL_KNN | SSL_EVAL_LINEAR : 0;
+    int which = cli_protocols(o.protocol);
     if (!which) {
         cli_error("eval", "--protocol must be knn, linear or all");
         return CLI_USAGE;
@@ -98,45 +96,22 @@ int cmd_eval(int argc, char **argv)
     memset(&train, 0, sizeof train);
     memset(&test, 0, sizeof test);
     ssl_eval_row rows[3];
-    memset(rows, 0, sizeof rows);
     int n = 0;
     rc = load_model("eval", &o, &ctx, &m, &cfg, &st);
     if (!rc) rc = load_split("eval", &cfg, &m, 1, &train, ctx.err);
     if (!rc) rc = load_split("eval", &cfg, &m, 0, &test, ctx.err);
     if (rc) goto done;
-    if (o.baselines) {
-        rows[n].protocols = which;
-        snprintf(rows[n].name, sizeof rows[n].name, "raw pixels");
-        if (ssl_eval_raw(&train, &test, cfg.seed, &rows[n], ctx.err)) goto fail;
-        n++;
-        ssl_resnet rnd;
-        ssl_rng rng;
-        ssl_rng_seed(&rng, cfg.seed);
-        if (ssl_resnet_init(&rnd, &m.encoder.cfg, &rng, ctx.err)) goto fail;
-        rows[n].protocols = which;
-        snprintf(rows[n].name, sizeof rows[n].name, "random-init %.16s w%d", cfg.arch, cfg.width);
-        int erc = ssl_eval_encoder(&ctx, &rnd, &train, &test, cfg.seed, &rows[n]);
-        ssl_resnet_free(&rnd);
-        if (erc) goto fail;
-        n++;
-    }
-    rows[n].protocols = which;
-    snprintf(rows[n].name, sizeof rows[n].name, "%.12s %.12s w%d (%lld steps)", cfg.method, cfg.arch,
-             cfg.width, (long long)st.step);
-    if (ssl_eval_encoder(&ctx, &m.encoder, &train, &test, cfg.seed, &rows[n])) goto fail;
-    n++;
-    printf("Frozen-feature evaluation of %s on %s (test split, %d images):\n", o.positional,
-           cfg.data, test.n);
-    ssl_eval_print_table(stdout, rows, n);
+    char label[64];
+    snprintf(label, sizeof label, "%.12s %.12s w%d (%lld steps)", cfg.method, cfg.arch,
+             m.encoder.cfg.width, (long long)st.step);
+    if (cli_evaluate(&ctx, &m.encoder, label, &cfg, &train, &test, o.baselines, which, rows, &n))
+        goto fail;
     if (o.json) {
-        printf("{\"checkpoint\":\"%s\",\"method\":\"%s\",\"steps\":%lld,\"eval\":{", o.positional,
-               cfg.method, (long long)st.step);
-        const char *keys[3] = {"raw", "random_init", "encoder"};
-        for (int i = 0; i < n; i++) {
-            printf("%s\"%s\":", i ? "," : "", keys[i + 3 - n]);
-            cli_json_row(stdout, &rows[i]);
-        }
-        printf("}}\n");
+        printf("{\"checkpoint\":");
+        ssl_json_write_string(stdout, o.positional);
+        printf(",\"method\":\"%s\",\"steps\":%lld,", cfg.method, (long long)st.step);
+        cli_json_eval(stdout, rows, n);
+        printf("}\n");
     }
     goto done;
 fail:

@@ -1,5 +1,6 @@
 /* selfsup pretrain: train an encoder without labels, then evaluate it. */
 #include "cli.h"
+#include "selfsup/io.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -48,9 +49,7 @@ int cmd_pretrain(int argc, char **argv)
         cli_error("pretrain", "takes no positional argument (see --help)");
         return CLI_USAGE;
     }
-    int which = !strcmp(o.protocol, "knn") ? SSL_EVAL_KNN
-              : !strcmp(o.protocol, "linear") ? SSL_EVAL_LINEAR
-              : !strcmp(o.protocol, "all") ? SSL_EVAL_KNN | SSL_EVAL_LINEAR : 0;
+    int which = cli_protocols(o.protocol);
     if (!which) {
         cli_error("pretrain", "--protocol must be knn, linear or all");
         return CLI_USAGE;
@@ -98,8 +97,6 @@ int cmd_pretrain(int argc, char **argv)
     memset(&m, 0, sizeof m);
     ssl_train_result res;
     ssl_eval_row rows[3];
-    memset(rows, 0, sizeof rows);
-    for (int i = 0; i < 3; i++) rows[i].protocols = which;
     int n_rows = 0;
     rc = ssl_pretrain(&cfg, &train, &ctx, &m, &res);
     if (rc) {
@@ -112,47 +109,23 @@ int cmd_pretrain(int argc, char **argv)
             cfg.method, (long long)res.steps, res.seconds, res.img_per_s, res.peak_rss / 1048576.0,
             res.checkpoint);
     if (!o.no_eval) {
-        if (o.baselines) {
-            snprintf(rows[n_rows].name, sizeof rows[n_rows].name, "raw pixels");
-            if (ssl_eval_raw(&train, &test, cfg.seed, &rows[n_rows], ctx.err)) goto eval_fail;
-            n_rows++;
-            ssl_method rnd;
-            ssl_rng rng;
-            ssl_rng_seed(&rng, cfg.seed); /* the same start point as the pretrained run */
-            ssl_resnet_config enc;
-            ssl_train_encoder_config(&cfg, train.c, &enc, ctx.err);
-            memset(&rnd, 0, sizeof rnd);
-            if (ssl_resnet_init(&rnd.encoder, &enc, &rng, ctx.err)) goto eval_fail;
-            snprintf(rows[n_rows].name, sizeof rows[n_rows].name, "random-init %.16s w%d", cfg.arch, cfg.width);
-            int erc = ssl_eval_encoder(&ctx, &rnd.encoder, &train, &test, cfg.seed, &rows[n_rows]);
-            ssl_resnet_free(&rnd.encoder);
-            if (erc) goto eval_fail;
-            n_rows++;
-        }
-        snprintf(rows[n_rows].name, sizeof rows[n_rows].name, "%.12s %.12s w%d (%lld steps)", cfg.method,
-                 cfg.arch, cfg.width, (long long)res.steps);
-        if (ssl_eval_encoder(&ctx, &m.encoder, &train, &test, cfg.seed, &rows[n_rows])) goto eval_fail;
-        n_rows++;
-        printf("\nFrozen-feature evaluation on %s (test split, %d images):\n", cfg.data, test.n);
-        ssl_eval_print_table(stdout, rows, n_rows);
+        char label[64];
+        snprintf(label, sizeof label, "%.12s %.12s w%d (%lld steps)", cfg.method, cfg.arch,
+                 cfg.width, (long long)res.steps);
+        if (cli_evaluate(&ctx, &m.encoder, label, &cfg, &train, &test, o.baselines, which, rows,
+                         &n_rows))
+            goto eval_fail;
     }
     if (o.json) {
         printf("{\"method\":\"%s\",\"arch\":\"%s\",\"width\":%d,\"steps\":%lld,\"epochs\":%d,"
                "\"train_seconds\":%.2f,\"img_per_s\":%.2f,\"final_loss\":%.5f,\"peak_rss_mb\":%.1f,"
-               "\"checkpoint\":\"%s\"",
+               "\"checkpoint\":",
                cfg.method, cfg.arch, cfg.width, (long long)res.steps, res.epochs_done, res.seconds,
-               res.img_per_s, res.final_loss, res.peak_rss / 1048576.0, res.checkpoint);
-        static const char *keys[3];
-        keys[0] = o.baselines ? "raw" : "encoder";
-        keys[1] = "random_init";
-        keys[2] = "encoder";
+               res.img_per_s, res.final_loss, res.peak_rss / 1048576.0);
+        ssl_json_write_string(stdout, res.checkpoint);
         if (n_rows) {
-            printf(",\"eval\":{");
-            for (int i = 0; i < n_rows; i++) {
-                printf("%s\"%s\":", i ? "," : "", n_rows == 1 ? "encoder" : keys[i]);
-                cli_json_row(stdout, &rows[i]);
-            }
-            printf("}");
+            printf(",");
+            cli_json_eval(stdout, rows, n_rows);
         }
         printf("}\n");
     }
