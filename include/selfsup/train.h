@@ -22,7 +22,8 @@ typedef struct ssl_train_config {
     int64_t steps;         /* --steps: total optimizer steps, overrides epochs */
     int batch_size;        /* --batch-size: images per step (each gives n_views views) */
     char optimizer[16];    /* --optimizer: lars, sgd, adamw */
-    float lr;              /* --lr: base learning rate for batch 256 (scaled linearly) */
+    float lr;              /* --lr: base learning rate, scaled by lr_scale */
+    char lr_scale[8];      /* --lr-scale: sqrt (lr * sqrt(batch)), linear (lr * batch/256), none */
     float weight_decay;    /* --weight-decay */
     float momentum;        /* --momentum */
     float warmup_epochs;   /* --warmup-epochs */
@@ -38,7 +39,8 @@ typedef struct ssl_train_config {
 } ssl_train_config;
 
 /* Defaults: SimCLR on Fashion-MNIST, ResNet-18 small stem, width 16, batch
- * 256, LARS lr 0.3 (x batch/256), wd 1e-6, temperature 0.2, 10 warm-up %. */
+ * 256, 2 epochs, LARS with lr 0.075 x sqrt(batch) (SimCLR's rule for small
+ * batches and short runs), wd 1e-6, temperature 0.2, 0.5 warm-up epochs. */
 void ssl_train_config_default(ssl_train_config *c);
 /* Writes the config as one JSON object (no newline). */
 void ssl_train_config_json(const ssl_train_config *c, FILE *f);

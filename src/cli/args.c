@@ -89,6 +89,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         STR("--data", t->data);
         STR("--arch", t->arch);
         STR("--optimizer", t->optimizer);
+        STR("--lr-scale", t->lr_scale);
         STR("--out", t->out);
         STR("--resume", t->resume);
         STR("--protocol", o->protocol);

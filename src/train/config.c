@@ -14,10 +14,11 @@ void ssl_train_config_default(ssl_train_config *c)
     snprintf(c->arch, sizeof c->arch, "resnet18");
     c->width = 16;
     c->stem = SSL_STEM_SMALL;
-    c->epochs = 5;
+    c->epochs = 2;
     c->batch_size = 256;
     snprintf(c->optimizer, sizeof c->optimizer, "lars");
-    c->lr = 0.3f;          /* SimCLR: 0.3 x batch/256 with LARS */
+    c->lr = 0.075f;        /* SimCLR (appendix B.1): 0.075 x sqrt(batch) with LARS */
+    snprintf(c->lr_scale, sizeof c->lr_scale, "sqrt");
     c->weight_decay = 1e-6f;
     c->momentum = 0.9f;
     c->warmup_epochs = 0.5f;
@@ -44,6 +45,8 @@ void ssl_train_config_json(const ssl_train_config *c, FILE *f)
             c->width, c->stem == SSL_STEM_SMALL ? "small" : "imagenet", c->epochs, c->steps,
             c->batch_size);
     ssl_json_write_string(f, c->optimizer);
+    fprintf(f, ",\"lr_scale\":");
+    ssl_json_write_string(f, c->lr_scale);
     fprintf(f, ",\"lr\":%.9g,\"weight_decay\":%.9g,\"momentum\":%.9g,\"warmup_epochs\":%.9g"
                ",\"temperature\":%.9g,\"proj_hidden\":%d,\"proj_dim\":%d,\"threads\":%d"
                ",\"seed\":%" PRIu64 ",\"out\":",

@@ -67,6 +67,8 @@ int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx 
         return ssl_fail(err, SSL_EINVAL, "--epochs or --steps must be >= 1");
     if (!(cfg->lr > 0) || !(cfg->weight_decay >= 0) || !(cfg->warmup_epochs >= 0))
         return ssl_fail(err, SSL_EINVAL, "--lr must be > 0, --weight-decay and --warmup-epochs >= 0");
+    if (strcmp(cfg->lr_scale, "sqrt") && strcmp(cfg->lr_scale, "linear") && strcmp(cfg->lr_scale, "none"))
+        return ssl_fail(err, SSL_EINVAL, "--lr-scale '%s' unknown (sqrt, linear, none)", cfg->lr_scale);
     ssl_optim_config ocfg;
     int rc = optim_config(cfg, &ocfg, err);
     if (rc) return rc;
@@ -106,7 +108,9 @@ int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx 
     const int spe = ssl_loader_steps_per_epoch(loader);
     const int64_t total = cfg->steps > 0 ? cfg->steps : (int64_t)cfg->epochs * spe;
     const int64_t warmup = (int64_t)(cfg->warmup_epochs * spe);
-    const float peak_lr = ssl_lr_scale_linear(cfg->lr, cfg->batch_size);
+    const float peak_lr = !strcmp(cfg->lr_scale, "sqrt") ? ssl_lr_scale_sqrt(cfg->lr, cfg->batch_size)
+                        : !strcmp(cfg->lr_scale, "linear") ? ssl_lr_scale_linear(cfg->lr, cfg->batch_size)
+                        : cfg->lr;
     const int total_epochs = (int)((total + spe - 1) / spe);
     ssl_loader_seek(loader, ts.epoch, ts.step_in_epoch);
 
