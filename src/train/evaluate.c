@@ -122,9 +122,9 @@ int ssl_eval_raw(const ssl_dataset *train, const ssl_dataset *test, uint64_t see
 
 void ssl_eval_print_table(FILE *f, const ssl_eval_row *rows, int n)
 {
-    fprintf(f, "| %-30s | %5s | %10s | %9s | %8s | %7s |\n", "features", "dim", "k-NN k=200",
+    fprintf(f, "| %-32s | %5s | %10s | %9s | %8s | %7s |\n", "features", "dim", "k-NN k=200",
             "k-NN k=20", "linear", "eval s");
-    fprintf(f, "|%s|%s|%s|%s|%s|%s|\n", "--------------------------------", "-------",
+    fprintf(f, "|%s|%s|%s|%s|%s|%s|\n", "----------------------------------", "-------",
             "------------", "-----------", "----------", "---------");
     for (int i = 0; i < n; i++) {
         char v[3][16];
@@ -132,7 +132,7 @@ void ssl_eval_print_table(FILE *f, const ssl_eval_row *rows, int n)
         for (int k = 0; k < 3; k++) /* protocols not run show as "-" */
             if (isnan(x[k])) snprintf(v[k], sizeof v[k], "-");
             else snprintf(v[k], sizeof v[k], "%.2f%%", 100 * x[k]);
-        fprintf(f, "| %-30s | %5d | %10s | %9s | %8s | %7.1f |\n", rows[i].name, rows[i].dim,
+        fprintf(f, "| %-32s | %5d | %10s | %9s | %8s | %7.1f |\n", rows[i].name, rows[i].dim,
                 v[0], v[1], v[2], rows[i].seconds);
     }
 }
