@@ -8,7 +8,7 @@ set -u
 BUILD=${1:-build}
 T=$(mktemp -d /tmp/selfsup-e2e.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-python3 tests/make_subset.py "$T/data" 10000 2000
+/usr/bin/python3 tests/make_subset.py "$T/data" 10000 2000
 "$BUILD/selfsup" pretrain --data "$T/data" --width 8 --batch-size 128 --steps 300 \
     --log-every 50 --out "$T/run" --baselines --protocol knn --json | tee "$T/out"
 rc=${PIPESTATUS[0]}

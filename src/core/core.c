@@ -156,6 +156,7 @@ void *ssl_ctx_scratch(ssl_ctx *ctx, size_t bytes)
     if (bytes <= ctx->scratch.size) return ctx->scratch.ptr;
     void *p = ssl_malloc(bytes);
     if (!p) {
+        ctx->failed = SSL_ENOMEM;
         ssl_ctx_fail(ctx, SSL_ENOMEM, "out of memory: scratch of %zu bytes", bytes);
         return NULL;
     }

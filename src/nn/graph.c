@@ -146,6 +146,7 @@ int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss)
             if (n->in[k] && n->in[k]->requires_grad && !ssl_tensor_grad(g, n->in[k]))
                 return SSL_ENOMEM;
         n->backward(g, n);
+        if (g->ctx->failed) return g->ctx->failed;
     }
     return SSL_OK;
 }

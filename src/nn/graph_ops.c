@@ -137,6 +137,7 @@ ssl_tensor *ssl_op_conv2d(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, int stride
     ssl_tensor *y = ssl_tensor_new(g, 4, shape, x->layout);
     if (!y) return NULL;
     g->be->conv2d_fwd(g->ctx, y->data, x->data, w->data, &d);
+    if (g->ctx->failed) return NULL;
     int fail;
     ssl_node *n = record(g, conv2d_bwd, y, x, w, NULL, &fail);
     if (fail) return NULL;
@@ -582,7 +583,9 @@ static void ntxent_bwd(ssl_graph *g, ssl_node *n)
     if (!z->requires_grad) return;
     int M = z->shape[0], D = z->shape[1], half = M / 2;
     float T = n->fattr[0];
-    float *p = n->saved; /* (M, M) softmax over j != i; turned into dL/dS in place */
+    /* (M, M) softmax over j != i, turned into dL/dS in place: a recorded
+     * graph is differentiated once (ssl_graph_backward), so this is safe. */
+    float *p = n->saved;
     float s = n->out->grad[0] / (float)M;
     for (int i = 0; i < M; i++) {
         int pos = (i + half) % M;
