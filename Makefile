@@ -57,10 +57,14 @@ $(BUILD)/tests/%: tests/%.c tests/check.h $(BUILD)/libselfsup.a
 
 tests: $(TESTS) $(BUILD)/selfsup
 
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libselfsup.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libselfsup.a $(LIBS) -o $@
+
 test: tests
 	BUILD=$(BUILD) SAN=$(SAN) bash tests/run.sh
 
-bench: all
+bench: all $(BUILD)/bench/bench_step $(BUILD)/bench/peak
 	BUILD=$(BUILD) bash scripts/bench.sh
 
 clean:

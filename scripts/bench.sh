@@ -63,14 +63,8 @@ fi
 
 BIN="$BUILD/bench"
 mkdir -p "$BIN"
-CFLAGS="-std=c11 -O3 -march=native -fopenmp -Iinclude -Isrc"
-LIBS="-lz -lm -lpthread"
-# The library was built with OpenBLAS whenever the Makefile found it.
-if printf '#include <cblas.h>\nint main(void){return 0;}' | $CC -x c - -lopenblas -o /dev/null 2>/dev/null; then
-    LIBS="-lopenblas $LIBS"
-fi
-$CC $CFLAGS bench/bench_step.c "$BUILD/libselfsup.a" $LIBS -o "$BIN/bench_step"
-$CC $CFLAGS bench/peak.c -o "$BIN/peak"
+# Built by the Makefile, with the libraries the library was built with.
+make -s BUILD="$BUILD" "$BIN/bench_step" "$BIN/peak"
 
 HAVE_TORCH=1
 if ! "$PYTHON" -c 'import torch, torchvision' 2>/dev/null; then
