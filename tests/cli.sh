@@ -171,6 +171,16 @@ if expect_ok $SELFSUP pretrain --data "$T/sub" --width 64 --batch-size 16 --step
         bad "torchvision load: $(tail -n 3 "$T/tv.log")"
 fi
 
+# ---- a time budget shortens the schedule and the checkpoint keeps the fitted length ----
+expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 100000 --time-budget 2 --no-eval --out "$T/budget" &&
+    $PY - "$T/budget/last.safetensors" <<'EOF' && ok || bad "--time-budget"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
+steps = int(meta["step"])
+assert 6 <= steps < 100000 and json.loads(meta["config"])["steps"] == steps, (steps, meta["config"])
+EOF
+
 # ---- a NaN loss stops the run with an error and writes no checkpoint ----
 expect_fail 1 "loss is" -- $SELFSUP pretrain "${SMALL[@]}" --optimizer sgd --lr 3e38 --steps 10 --no-eval --out "$T/nan"
 [ ! -e "$T/nan/last.safetensors" ] && ok || bad "a checkpoint was written after a NaN loss"

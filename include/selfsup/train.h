@@ -36,6 +36,8 @@ typedef struct ssl_train_config {
     int log_every;         /* --log-every: steps between progress lines */
     int quiet;             /* no progress lines */
     int64_t stop_after;    /* --stop-after: stop (with a checkpoint) after this global step; 0 = no */
+    double time_budget;    /* --time-budget: seconds of pretraining; the schedule is shortened
+                              to the steps that fit, measured on the first steps; 0 = none */
 } ssl_train_config;
 
 /* Defaults: SimCLR on Fashion-MNIST, ResNet-18 small stem, width 16, batch

@@ -112,6 +112,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         FLT("--momentum", t->momentum);
         FLT("--warmup-epochs", t->warmup_epochs);
         FLT("--temperature", t->mcfg.temperature);
+        FLT("--time-budget", t->time_budget);
         if (!strcmp(name, "--stem")) {
             if (!strcmp(val, "small")) t->stem = SSL_STEM_SMALL;
             else if (!strcmp(val, "imagenet")) t->stem = SSL_STEM_IMAGENET;

@@ -15,7 +15,7 @@
 static int make_dir(const char *path, char *err)
 {
     char tmp[512];
-    snprintf(tmp, sizeof tmp, "%s", path);
+    snprintf(tmp, sizeof tmp, "%.511s", path);
     for (char *p = tmp + 1; *p; p++)
         if (*p == '/') {
             *p = 0;
@@ -53,9 +53,12 @@ static void fmt_eta(char *buf, size_t n, double s)
     else snprintf(buf, n, "%dm%02ds", mi, se);
 }
 
-int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx *ctx,
+int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl_ctx *ctx,
                  ssl_method *m, ssl_train_result *res)
 {
+    /* The run's own copy: a time budget may fix its length (saved with it). */
+    ssl_train_config run = *user_cfg;
+    ssl_train_config *cfg = &run;
     char *err = ctx->err;
     memset(res, 0, sizeof *res);
     const ssl_method_ops *ops = ssl_method_find(cfg->method);
@@ -106,27 +109,27 @@ int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx 
                            cfg->workers > 0 ? cfg->workers : 1, err);
     if (rc) goto done;
     const int spe = ssl_loader_steps_per_epoch(loader);
-    const int64_t total = cfg->steps > 0 ? cfg->steps : (int64_t)cfg->epochs * spe;
+    int64_t total = cfg->steps > 0 ? cfg->steps : (int64_t)cfg->epochs * spe;
     const int64_t warmup = (int64_t)(cfg->warmup_epochs * spe);
     const float peak_lr = !strcmp(cfg->lr_scale, "sqrt") ? ssl_lr_scale_sqrt(cfg->lr, cfg->batch_size)
                         : !strcmp(cfg->lr_scale, "linear") ? ssl_lr_scale_linear(cfg->lr, cfg->batch_size)
                         : cfg->lr;
-    const int total_epochs = (int)((total + spe - 1) / spe);
+    int total_epochs = (int)((total + spe - 1) / spe);
     ssl_loader_seek(loader, ts.epoch, ts.step_in_epoch);
 
     char path[600];
-    snprintf(path, sizeof path, "%s/log.jsonl", cfg->out);
+    snprintf(path, sizeof path, "%.500s/log.jsonl", cfg->out);
     log = fopen(path, cfg->resume[0] ? "a" : "w");
     if (!log) { rc = ssl_fail(err, SSL_EIO, "%s: cannot open for writing: %s", path, strerror(errno)); goto done; }
-    snprintf(res->checkpoint, sizeof res->checkpoint, "%s/last.safetensors", cfg->out);
+    snprintf(res->checkpoint, sizeof res->checkpoint, "%.500s/last.safetensors", cfg->out);
     if (!cfg->quiet)
         fprintf(stderr, "[%s] %s w%d on %s: %d images, %d steps/epoch, %lld steps, batch %d x %d views, %d threads\n",
                 ops->name, cfg->arch, cfg->width, cfg->data, train->n, spe, (long long)total,
                 cfg->batch_size, ops->n_views, ctx->n_threads);
 
-    const int64_t stop = cfg->stop_after > 0 && cfg->stop_after < total ? cfg->stop_after : total;
+    int64_t stop = cfg->stop_after > 0 && cfg->stop_after < total ? cfg->stop_after : total;
     const int B = cfg->batch_size;
-    double t_start = ssl_time(), t_int = t_start, loss_sum = 0, wait_sum = 0;
+    double t_start = ssl_time(), t_int = t_start, t_first = t_start, loss_sum = 0, wait_sum = 0;
     int64_t first_step = ts.step;
     int n_int = 0;
     while (ts.step < stop) {
@@ -160,6 +163,22 @@ int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx 
         float lr = ssl_lr_warmup_cosine(ts.step, warmup, total, peak_lr, 0.0f);
         ssl_optim_step(opt, lr);
         ts.step++;
+        if (ts.step - first_step == 1) t_first = ssl_time();
+        if (cfg->time_budget > 0 && ts.step - first_step == 6 && !cfg->resume[0]) {
+            /* Fit the schedule to the steps that fit in the budget, timed on
+             * steps 2..6 (the first one also sizes the arena). */
+            double per = (ssl_time() - t_first) / 5;
+            int64_t fit = ts.step + (int64_t)((cfg->time_budget - (ssl_time() - t_start)) / per);
+            if (fit < total) {
+                total = fit > ts.step ? fit : ts.step;
+                cfg->steps = total;
+                if (stop > total) stop = total;
+                total_epochs = (int)((total + spe - 1) / spe);
+                if (!cfg->quiet)
+                    fprintf(stderr, "[%s] time budget %.0f s: %.2f s/step, the schedule now ends at step %lld (%.2f epochs)\n",
+                            ops->name, cfg->time_budget, per, (long long)total, (double)total / spe);
+            }
+        }
         ts.epoch = epoch;
         ts.step_in_epoch = sie + 1;
         if (ts.step_in_epoch == spe) { ts.epoch++; ts.step_in_epoch = 0; }
