@@ -53,6 +53,22 @@ static void fmt_eta(char *buf, size_t n, double s)
     else snprintf(buf, n, "%dm%02ds", mi, se);
 }
 
+/* Shortens the schedule to the steps that fit in cfg->time_budget, timed on
+ * steps 2..6 (the first one also sizes the arena); the fitted length goes
+ * into cfg->steps so the checkpoint, and a resume, keep it. 1 if shortened. */
+static int fit_budget(ssl_train_config *cfg, int64_t step, double elapsed, double per_step,
+                      int spe, int64_t *total)
+{
+    int64_t fit = step + (int64_t)((cfg->time_budget - elapsed) / per_step);
+    if (fit >= *total) return 0;
+    *total = fit > step ? fit : step;
+    cfg->steps = *total;
+    if (!cfg->quiet)
+        fprintf(stderr, "[%s] time budget %.0f s: %.2f s/step, the schedule now ends at step %lld (%.2f epochs)\n",
+                cfg->method, cfg->time_budget, per_step, (long long)*total, (double)*total / spe);
+    return 1;
+}
+
 int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl_ctx *ctx,
                  ssl_method *m, ssl_train_result *res)
 {
@@ -164,20 +180,10 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
         ssl_optim_step(opt, lr);
         ts.step++;
         if (ts.step - first_step == 1) t_first = ssl_time();
-        if (cfg->time_budget > 0 && ts.step - first_step == 6 && !cfg->resume[0]) {
-            /* Fit the schedule to the steps that fit in the budget, timed on
-             * steps 2..6 (the first one also sizes the arena). */
-            double per = (ssl_time() - t_first) / 5;
-            int64_t fit = ts.step + (int64_t)((cfg->time_budget - (ssl_time() - t_start)) / per);
-            if (fit < total) {
-                total = fit > ts.step ? fit : ts.step;
-                cfg->steps = total;
-                if (stop > total) stop = total;
-                total_epochs = (int)((total + spe - 1) / spe);
-                if (!cfg->quiet)
-                    fprintf(stderr, "[%s] time budget %.0f s: %.2f s/step, the schedule now ends at step %lld (%.2f epochs)\n",
-                            ops->name, cfg->time_budget, per, (long long)total, (double)total / spe);
-            }
+        if (cfg->time_budget > 0 && ts.step - first_step == 6 && !cfg->resume[0] &&
+            fit_budget(cfg, ts.step, ssl_time() - t_start, (ssl_time() - t_first) / 5, spe, &total)) {
+            if (stop > total) stop = total;
+            total_epochs = (int)((total + spe - 1) / spe);
         }
         ts.epoch = epoch;
         ts.step_in_epoch = sie + 1;
