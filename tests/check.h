@@ -40,6 +40,19 @@ static inline double check_close_ratio(const float *a, const float *b, long n,
               (double)(a)[w_], (double)(b)[w_], r_);                                \
     } while (0)
 
+/* max |a - b| / max |b|: error relative to the largest reference value;
+ * NaN anywhere gives NaN. */
+static inline double check_rel_err(const float *a, const float *b, long n)
+{
+    double e = 0, m = 0;
+    for (long i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= e)) e = d;
+        if (fabs((double)b[i]) > m) m = fabs((double)b[i]);
+    }
+    return e / (m > 1e-30 ? m : 1.0);
+}
+
 static inline int check_report(const char *name)
 {
     printf("%s: %d passed, %d failed\n", name, check_passed_, check_failed_);

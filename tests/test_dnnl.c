@@ -53,23 +53,12 @@ static float *in_layout(const float *src, ssl_layout l, int N, int C, int HW)
     return p;
 }
 
-/* max |a - b| / max |b|; NaN anywhere gives NaN. */
-static double rel_err(const float *a, const float *b, long n)
-{
-    double e = 0, m = 0;
-    for (long i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= e)) e = d;
-        if (fabs((double)b[i]) > m) m = fabs((double)b[i]);
-    }
-    return e / (m > 1e-30 ? m : 1.0);
-}
 
 static double worst;
 
 static void cmp(const float *a, const float *b, long n, const char *what, const ssl_conv_desc *d)
 {
-    double e = rel_err(a, b, n);
+    double e = check_rel_err(a, b, n);
     if (!(e <= worst)) worst = e;
     CHECK(e <= TOL, "%s N%d C%d %dx%d K%d %dx%d/%d p%d %s: relative error %.3g", what, d->N,
           d->C, d->H, d->W, d->K, d->R, d->S, d->stride, d->pad,
@@ -144,8 +133,8 @@ static void test_twice(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng)
     be->conv2d_bwd(ctx, dx2, dw2, dy, x, w, &d);
     for (long i = 0; i < nx; i++) dx1[i] *= 2.0f;
     for (long i = 0; i < nw; i++) dw1[i] *= 2.0f;
-    CHECK(rel_err(dx2, dx1, nx) <= 1e-6, "two backward calls: dx is not twice one call");
-    CHECK(rel_err(dw2, dw1, nw) <= 1e-6, "two backward calls: dw is not twice one call");
+    CHECK(check_rel_err(dx2, dx1, nx) <= 1e-6, "two backward calls: dx is not twice one call");
+    CHECK(check_rel_err(dw2, dw1, nw) <= 1e-6, "two backward calls: dw is not twice one call");
     free(x), free(w), free(dy), free(dx1), free(dw1), free(dx2), free(dw2);
 }
 

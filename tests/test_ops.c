@@ -72,17 +72,6 @@ static float *in_layout(const float *src, ssl_layout l, int N, int C, int HW)
     return p;
 }
 
-/* max |a - b| / max |b|; NaN anywhere gives NaN. */
-static double rel_err(const float *a, const float *b, long n)
-{
-    double e = 0, m = 0;
-    for (long i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= e)) e = d;
-        if (fabs((double)b[i]) > m) m = fabs((double)b[i]);
-    }
-    return e / (m > 1e-30 ? m : 1.0);
-}
 
 static double maxd(double a, double b) { return a > b || isnan(a) ? a : b; }
 
@@ -95,7 +84,7 @@ __attribute__((format(printf, 5, 6))) static void cmp(double *worst, const float
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    double e = rel_err(a, b, n);
+    double e = check_rel_err(a, b, n);
     CHECK(e <= BE_TOL, "%s: relative error %.3g > %.3g", what, e, BE_TOL);
     *worst = maxd(*worst, e);
 }
