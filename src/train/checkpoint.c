@@ -229,7 +229,7 @@ int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_tra
         ssl_buffer b = ssl_optim_state(opt, i);
         rc = load_f32(&f, path, b.name, b.data, b.numel, b.ndim, b.shape, err);
     }
-    int64_t step = 0, epoch = 0, sie = 0, osteps = 0, seed = 0;
+    int64_t step = 0, epoch = 0, sie = 0, osteps = 0;
     if (!rc && st) {
         rc = parse_int_meta(&f, path, "step", 0, INT64_MAX, &step, err);
         if (!rc) rc = parse_int_meta(&f, path, "epoch", 0, INT32_MAX, &epoch, err);
@@ -242,7 +242,6 @@ int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_tra
             st->step_in_epoch = (int)sie;
             st->seed = strtoull(sv, NULL, 10);
         }
-        (void)seed;
     }
     if (!rc && opt) {
         rc = parse_int_meta(&f, path, "optim_steps", 0, INT64_MAX, &osteps, err);
