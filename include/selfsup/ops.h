@@ -47,6 +47,12 @@ static inline void ssl_layout_strides(ssl_layout l, int N, int C, int H, int W,
     else { *sn = (long)C * H * W; *sc = (long)H * W; }
 }
 
+/* Offset of element (n, c, i) of an activation (N, C, hw) in layout l. */
+static inline long ssl_act_index(ssl_layout l, int N, int C, int hw, int n, int c, int i)
+{
+    return l == SSL_LAYOUT_CNHW ? ((long)c * N + n) * hw + i : ((long)n * C + c) * hw + i;
+}
+
 /* Convolution geometry (groups = 1). x: (N, C, H, W), w: (K, C, R, S),
  * y: (N, K, OH, OW); x and y share `layout`. */
 typedef struct ssl_conv_desc {

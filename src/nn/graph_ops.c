@@ -60,8 +60,8 @@ static void copy_layout(float *dst, ssl_layout dl, const float *src, ssl_layout 
 {
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) {
-            long so = sl == SSL_LAYOUT_CNHW ? ((long)c * N + n) * HW : ((long)n * C + c) * HW;
-            long d0 = dl == SSL_LAYOUT_CNHW ? ((long)c * N + n) * HW : ((long)n * C + c) * HW;
+            long so = ssl_act_index(sl, N, C, HW, n, c, 0);
+            long d0 = ssl_act_index(dl, N, C, HW, n, c, 0);
             if (accumulate)
                 for (int i = 0; i < HW; i++) dst[d0 + i] += src[so + i];
             else

@@ -19,11 +19,6 @@ static inline int thread_id(void)
 #endif
 }
 
-static inline long act_index(ssl_layout l, int N, int C, int hw, int n, int c, int i)
-{
-    return l == SSL_LAYOUT_CNHW ? ((long)c * N + n) * hw + i : ((long)n * C + c) * hw + i;
-}
-
 /* Output columns ow whose input column ow*stride - pad + s lies inside
  * [0, W): the half-open range [*lo, *hi). */
 static inline void valid_cols(int OW, int W, int stride, int pad, int s, int *lo, int *hi)
@@ -221,14 +216,14 @@ static void cpu_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const
         if (training) {
             double s = 0, s2 = 0;
             for (int n = 0; n < N; n++) {
-                const float *p = x + act_index(l, N, C, HW, n, c, 0);
+                const float *p = x + ssl_act_index(l, N, C, HW, n, c, 0);
                 float ps = 0;
                 for (int i = 0; i < HW; i++) ps += p[i];
                 s += ps;
             }
             mu = s / m;
             for (int n = 0; n < N; n++) {
-                const float *p = x + act_index(l, N, C, HW, n, c, 0);
+                const float *p = x + ssl_act_index(l, N, C, HW, n, c, 0);
                 float ps = 0, fm = (float)mu;
                 for (int i = 0; i < HW; i++) ps += (p[i] - fm) * (p[i] - fm);
                 s2 += ps;
@@ -249,7 +244,7 @@ static void cpu_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const
         float a = (gamma ? gamma[c] : 1.0f) * is;
         float b = (beta ? beta[c] : 0.0f) - (float)mu * a;
         for (int n = 0; n < N; n++) {
-            long o = act_index(l, N, C, HW, n, c, 0);
+            long o = ssl_act_index(l, N, C, HW, n, c, 0);
             for (int i = 0; i < HW; i++) y[o + i] = x[o + i] * a + b;
         }
     }
@@ -265,7 +260,7 @@ static void cpu_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, con
         double sdy = 0, sdyxh = 0;
         const float mu = mean[c], is = invstd[c];
         for (int n = 0; n < N; n++) {
-            long o = act_index(l, N, C, HW, n, c, 0);
+            long o = ssl_act_index(l, N, C, HW, n, c, 0);
             float a = 0, b = 0;
             for (int i = 0; i < HW; i++) {
                 a += dy[o + i];
@@ -282,7 +277,7 @@ static void cpu_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, con
         const float k1 = training ? (float)(sdy / m) : 0.0f;
         const float k2 = training ? (float)(sdyxh / m) * is : 0.0f;
         for (int n = 0; n < N; n++) {
-            long o = act_index(l, N, C, HW, n, c, 0);
+            long o = ssl_act_index(l, N, C, HW, n, c, 0);
             for (int i = 0; i < HW; i++)
                 dx[o + i] += g * (dy[o + i] - k1 - (x[o + i] - mu) * k2);
         }
@@ -307,7 +302,7 @@ static void cpu_gap_fwd(ssl_ctx *ctx, float *y, const float *x, int N, int C, in
 #pragma omp parallel for schedule(static) num_threads(ctx->n_threads)
     for (int c = 0; c < C; c++)
         for (int n = 0; n < N; n++) {
-            const float *p = x + act_index(l, N, C, HW, n, c, 0);
+            const float *p = x + ssl_act_index(l, N, C, HW, n, c, 0);
             float s = 0;
             for (int i = 0; i < HW; i++) s += p[i];
             y[(long)n * C + c] = s / (float)HW;
@@ -320,7 +315,7 @@ static void cpu_gap_bwd(ssl_ctx *ctx, float *dx, const float *dy, int N, int C, 
 #pragma omp parallel for schedule(static) num_threads(ctx->n_threads)
     for (int c = 0; c < C; c++)
         for (int n = 0; n < N; n++) {
-            float *p = dx + act_index(l, N, C, HW, n, c, 0);
+            float *p = dx + ssl_act_index(l, N, C, HW, n, c, 0);
             float g = dy[(long)n * C + c] / (float)HW;
             for (int i = 0; i < HW; i++) p[i] += g;
         }

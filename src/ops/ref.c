@@ -69,12 +69,6 @@ static void ref_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
                 }
 }
 
-/* Index of element (n, c, i) of an activation with HW = hw. */
-static inline long act_index(ssl_layout l, int N, int C, int hw, int n, int c, int i)
-{
-    return l == SSL_LAYOUT_CNHW ? ((long)c * N + n) * hw + i : ((long)n * C + c) * hw + i;
-}
-
 static void ref_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const float *x,
                        const float *gamma, const float *beta, float *running_mean,
                        float *running_var, int training, float momentum, float eps, int N,
@@ -86,11 +80,11 @@ static void ref_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const
         if (training) {
             double s = 0, s2 = 0;
             for (int n = 0; n < N; n++)
-                for (int i = 0; i < HW; i++) s += x[act_index(l, N, C, HW, n, c, i)];
+                for (int i = 0; i < HW; i++) s += x[ssl_act_index(l, N, C, HW, n, c, i)];
             mu = s / m;
             for (int n = 0; n < N; n++)
                 for (int i = 0; i < HW; i++) {
-                    double dv = x[act_index(l, N, C, HW, n, c, i)] - mu;
+                    double dv = x[ssl_act_index(l, N, C, HW, n, c, i)] - mu;
                     s2 += dv * dv;
                 }
             var = s2 / m;
@@ -110,7 +104,7 @@ static void ref_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const
         float b = (beta ? beta[c] : 0.0f) - (float)mu * a;
         for (int n = 0; n < N; n++)
             for (int i = 0; i < HW; i++) {
-                long j = act_index(l, N, C, HW, n, c, i);
+                long j = ssl_act_index(l, N, C, HW, n, c, i);
                 y[j] = x[j] * a + b;
             }
     }
@@ -125,7 +119,7 @@ static void ref_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, con
         double sdy = 0, sdyxh = 0;
         for (int n = 0; n < N; n++)
             for (int i = 0; i < HW; i++) {
-                long j = act_index(l, N, C, HW, n, c, i);
+                long j = ssl_act_index(l, N, C, HW, n, c, i);
                 double xh = (x[j] - mean[c]) * invstd[c];
                 sdy += dy[j];
                 sdyxh += dy[j] * xh;
@@ -136,7 +130,7 @@ static void ref_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, con
         double g = (gamma ? gamma[c] : 1.0) * invstd[c];
         for (int n = 0; n < N; n++)
             for (int i = 0; i < HW; i++) {
-                long j = act_index(l, N, C, HW, n, c, i);
+                long j = ssl_act_index(l, N, C, HW, n, c, i);
                 if (training) {
                     double xh = (x[j] - mean[c]) * invstd[c];
                     dx[j] += (float)(g * (dy[j] - sdy / m - xh * sdyxh / m));
@@ -163,8 +157,8 @@ static void ref_maxpool_fwd(ssl_ctx *ctx, float *y, int32_t *argmax, const float
 {
     for (int n = 0; n < d->N; n++)
         for (int c = 0; c < d->C; c++) {
-            const float *xp = x + act_index(d->layout, d->N, d->C, d->H * d->W, n, c, 0);
-            long yo = act_index(d->layout, d->N, d->C, d->OH * d->OW, n, c, 0);
+            const float *xp = x + ssl_act_index(d->layout, d->N, d->C, d->H * d->W, n, c, 0);
+            long yo = ssl_act_index(d->layout, d->N, d->C, d->OH * d->OW, n, c, 0);
             for (int oh = 0; oh < d->OH; oh++)
                 for (int ow = 0; ow < d->OW; ow++) {
                     float best = -INFINITY;
@@ -190,8 +184,8 @@ static void ref_maxpool_bwd(ssl_ctx *ctx, float *dx, const float *dy, const int3
 {
     for (int n = 0; n < d->N; n++)
         for (int c = 0; c < d->C; c++) {
-            float *dxp = dx + act_index(d->layout, d->N, d->C, d->H * d->W, n, c, 0);
-            long yo = act_index(d->layout, d->N, d->C, d->OH * d->OW, n, c, 0);
+            float *dxp = dx + ssl_act_index(d->layout, d->N, d->C, d->H * d->W, n, c, 0);
+            long yo = ssl_act_index(d->layout, d->N, d->C, d->OH * d->OW, n, c, 0);
             for (int o = 0; o < d->OH * d->OW; o++)
                 if (argmax[yo + o] >= 0) dxp[argmax[yo + o]] += dy[yo + o];
         }
@@ -202,8 +196,8 @@ static void ref_avgpool_fwd(ssl_ctx *ctx, float *y, const float *x, const ssl_po
     float inv = 1.0f / (float)(d->k * d->k);
     for (int n = 0; n < d->N; n++)
         for (int c = 0; c < d->C; c++) {
-            const float *xp = x + act_index(d->layout, d->N, d->C, d->H * d->W, n, c, 0);
-            long yo = act_index(d->layout, d->N, d->C, d->OH * d->OW, n, c, 0);
+            const float *xp = x + ssl_act_index(d->layout, d->N, d->C, d->H * d->W, n, c, 0);
+            long yo = ssl_act_index(d->layout, d->N, d->C, d->OH * d->OW, n, c, 0);
             for (int oh = 0; oh < d->OH; oh++)
                 for (int ow = 0; ow < d->OW; ow++) {
                     float s = 0;
@@ -225,8 +219,8 @@ static void ref_avgpool_bwd(ssl_ctx *ctx, float *dx, const float *dy, const ssl_
     float inv = 1.0f / (float)(d->k * d->k);
     for (int n = 0; n < d->N; n++)
         for (int c = 0; c < d->C; c++) {
-            float *dxp = dx + act_index(d->layout, d->N, d->C, d->H * d->W, n, c, 0);
-            long yo = act_index(d->layout, d->N, d->C, d->OH * d->OW, n, c, 0);
+            float *dxp = dx + ssl_act_index(d->layout, d->N, d->C, d->H * d->W, n, c, 0);
+            long yo = ssl_act_index(d->layout, d->N, d->C, d->OH * d->OW, n, c, 0);
             for (int oh = 0; oh < d->OH; oh++)
                 for (int ow = 0; ow < d->OW; ow++) {
                     float g = dy[yo + oh * d->OW + ow] * inv;
@@ -247,7 +241,7 @@ static void ref_gap_fwd(ssl_ctx *ctx, float *y, const float *x, int N, int C, in
 {
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) {
-            const float *xp = x + act_index(l, N, C, HW, n, c, 0);
+            const float *xp = x + ssl_act_index(l, N, C, HW, n, c, 0);
             double s = 0;
             for (int i = 0; i < HW; i++) s += xp[i];
             y[(long)n * C + c] = (float)(s / HW);
@@ -259,7 +253,7 @@ static void ref_gap_bwd(ssl_ctx *ctx, float *dx, const float *dy, int N, int C, 
 {
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) {
-            float *dxp = dx + act_index(l, N, C, HW, n, c, 0);
+            float *dxp = dx + ssl_act_index(l, N, C, HW, n, c, 0);
             float g = dy[(long)n * C + c] / (float)HW;
             for (int i = 0; i < HW; i++) dxp[i] += g;
         }
