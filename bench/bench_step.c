@@ -199,7 +199,8 @@ int main(int argc, char **argv)
      * ssl_train_config_default: LARS lr 0.3 x B/256, wd 1e-6, momentum 0.9,
      * eta 0.001; projector 2048-128; temperature 0.2). */
     ssl_resnet_config enc = {a.depth, a.width, ds.c, a.stem};
-    ssl_method_config mcfg = {0.2f, 2048, 128};
+    ssl_method_config mcfg;
+    ssl_method_config_unset(&mcfg);
     ssl_method m;
     memset(&m, 0, sizeof m);
     rc = ssl_method_create(&m, &ssl_method_simclr, &mcfg, &enc, &ctx.rng, err);

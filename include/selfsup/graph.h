@@ -126,6 +126,38 @@ ssl_tensor *ssl_op_softmax_ce(ssl_graph *g, ssl_tensor *logits, const int32_t *l
  * row (i+N) mod 2N, all other rows are negatives; mean over the 2N rows -> (1) */
 ssl_tensor *ssl_op_ntxent(ssl_graph *g, ssl_tensor *z, float temperature);
 
+
+/* ---- ops for the SSL objectives (src/nn/graph_loss.c) ---- */
+/* The same data without a gradient path (stop-gradient, torch's .detach()). */
+ssl_tensor *ssl_op_detach(ssl_graph *g, ssl_tensor *x);
+/* s * x, any shape */
+ssl_tensor *ssl_op_scale(ssl_graph *g, ssl_tensor *x, float s);
+/* GELU, exact (erf) form as torch.nn.GELU(); any shape */
+ssl_tensor *ssl_op_gelu(ssl_graph *g, ssl_tensor *x);
+/* p, z (N,D) -> (1): a + b * mean_i cos(p_i, z_i), rows normalized as
+ * F.normalize (eps 1e-12). BYOL: a=2, b=-2; SimSiam: a=0, b=-1. Gradients
+ * go to whichever inputs require them (detach z for a stop-gradient). */
+ssl_tensor *ssl_op_cosine_loss(ssl_graph *g, ssl_tensor *p, ssl_tensor *z, float a, float b);
+/* logits (N,K), targets (N,K) probabilities (no gradient) -> (1):
+ * mean_i -sum_k t_ik log softmax(logits_i / T)_k. SwAV and DINO. */
+ssl_tensor *ssl_op_soft_ce(ssl_graph *g, ssl_tensor *logits, const float *targets, float T);
+/* MoCo's InfoNCE: q (N,D) query, k (N,D) positive keys (no gradient),
+ * queue (K,D) negatives (no gradient, read during forward and backward,
+ * so it must not change before ssl_graph_backward) -> (1):
+ * mean_i CE([q_i.k_i, q_i.queue^T] / T, label 0). K may be 0. */
+ssl_tensor *ssl_op_infonce_queue(ssl_graph *g, ssl_tensor *q, ssl_tensor *k, const float *queue,
+                                 int K, float T);
+/* Barlow Twins: z1, z2 (N,D); each standardized per dimension over the batch
+ * as BatchNorm1d(affine=False) in training (biased variance, eps 1e-5);
+ * c = z1n^T z2n / N (D,D) -> (1): sum_i (1 - c_ii)^2 + lambda sum_{i!=j} c_ij^2 */
+ssl_tensor *ssl_op_barlow(ssl_graph *g, ssl_tensor *z1, ssl_tensor *z2, float lambda);
+/* VICReg: z1, z2 (N,D) -> (1): sim * mse(z1, z2) + var * (mean_d relu(1 - s1_d)
+ * + mean_d relu(1 - s2_d)) / 2 + cov * (offdiag(C1)^2 + offdiag(C2)^2).sum / D,
+ * s_d = sqrt(unbiased var_d + eps), C = centered z^T z / (N - 1). parts, when
+ * not NULL, receives (invariance, variance, covariance) unweighted. */
+ssl_tensor *ssl_op_vicreg(ssl_graph *g, ssl_tensor *z1, ssl_tensor *z2, float sim, float var,
+                          float cov, float eps, float parts[3]);
+
 #ifdef __cplusplus
 }
 #endif

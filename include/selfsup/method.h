@@ -4,51 +4,159 @@
 #ifndef SELFSUP_METHOD_H
 #define SELFSUP_METHOD_H
 
+#include "selfsup/data.h"
 #include "selfsup/nn.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Hyperparameters any method may read; each method documents which. */
+/* Views a method may ask for per image (2 global + up to 10 local crops). */
+#define SSL_MAX_VIEWS 12
+
+/* Hyperparameters of all methods. A field left at SSL_UNSET (-1) gets the
+ * method's default in validate(); every value a user can set is >= 0, so
+ * the CLI rejects negatives. The table ssl_method_fields names them for the
+ * CLI (--temperature), the config JSON and --help. */
+#define SSL_UNSET (-1)
 typedef struct ssl_method_config {
-    float temperature; /* SimCLR NT-Xent temperature */
-    int proj_hidden;   /* projector hidden width */
-    int proj_dim;      /* projector output width */
+    float temperature;    /* softmax temperature (DINO: the student's) */
+    int proj_hidden;      /* projector hidden width */
+    int proj_dim;         /* projector output width */
+    int pred_hidden;      /* predictor hidden width (BYOL, SimSiam) */
+    float base_momentum;  /* teacher EMA momentum, at step 0 when it follows a cosine */
+    int queue_size;       /* MoCo negatives; SwAV feature queue (0: none) */
+    int bn_groups;        /* MoCo single-process shuffle-BN: BN sub-batches */
+    int prototypes;       /* SwAV prototypes */
+    float sinkhorn_eps;   /* SwAV */
+    int sinkhorn_iters;   /* SwAV */
+    float freeze_prototypes_epochs; /* SwAV: prototypes fixed this long */
+    int out_dim;          /* DINO head output (prototypes) */
+    int bottleneck_dim;   /* DINO head bottleneck */
+    float teacher_temp;   /* DINO teacher temperature after warm-up */
+    float warmup_teacher_temp;        /* DINO teacher temperature at step 0 */
+    float warmup_teacher_temp_epochs; /* DINO: linear ramp length */
+    float center_momentum;            /* DINO */
+    float freeze_last_layer_epochs;   /* DINO: last layer fixed this long */
+    float lambda;         /* Barlow Twins off-diagonal weight */
+    float sim_coeff, std_coeff, cov_coeff; /* VICReg weights */
+    int global_crops;     /* views at full size (multi-crop) */
+    int local_crops;      /* small views (multi-crop methods) */
+    int local_size;       /* side of a local crop in pixels */
+    float global_scale_min, local_scale_min, local_scale_max; /* crop area ranges */
 } ssl_method_config;
+
+/* Every field unset. */
+void ssl_method_config_unset(ssl_method_config *c);
+/* Rejects negative values other than SSL_UNSET (names the option). */
+int ssl_method_config_check_ranges(const ssl_method_config *c, char *err);
+
+/* One row of the hyperparameter table: option name without "--" (JSON key
+ * with '-' -> '_'), field offset, int or float, help text. */
+typedef struct ssl_method_field {
+    const char *name;
+    size_t offset;
+    int is_int;
+    const char *help;
+} ssl_method_field;
+extern const ssl_method_field ssl_method_fields[];
+extern const int ssl_method_n_fields;
+/* The field's value as a double (SSL_UNSET when unset). */
+double ssl_method_field_get(const ssl_method_config *c, const ssl_method_field *f);
+void ssl_method_field_set(ssl_method_config *c, const ssl_method_field *f, double v);
+
+/* The optimizer recipe a method's paper uses, filled into the training
+ * config where the user gave none. lr is scaled by lr_scale with the batch. */
+typedef struct ssl_method_optim {
+    const char *optimizer; /* lars, sgd, adamw */
+    float lr;
+    const char *lr_scale;  /* sqrt, linear, none */
+    float weight_decay, momentum, warmup_epochs;
+} ssl_method_optim;
 
 struct ssl_method;
 
 typedef struct ssl_method_ops {
     const char *name;
     const char *summary;  /* one line for --help */
-    int n_views;          /* augmented views per image */
+    const char *defaults; /* its defaults, one line for --help and README */
+    ssl_method_optim optim;
     /* Checks cfg (clear error before any work) and fills the defaults it owns. */
     int (*validate)(ssl_method_config *cfg, char *err);
-    /* Builds the heads into m->heads; m->encoder is built already. */
+    /* The views of one image for images of c x h x w: fills augs, returns
+     * their count (<= SSL_MAX_VIEWS). */
+    int (*views)(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs);
+    /* Builds the heads into m->heads and any teacher, queue or center
+     * (registered with ssl_method_add_state); m->encoder is built already. */
     int (*init)(struct ssl_method *m, ssl_rng *rng, char *err);
-    /* The loss of one batch. views[v]: (B, C, H, W) NCHW inputs. */
+    /* The loss of one batch. views[v]: (B, C, H_v, W_v) NCHW inputs. May
+     * read m->step and m->total_steps. NULL on failure (g->ctx->err). */
     ssl_tensor *(*loss)(struct ssl_method *m, ssl_graph *g, ssl_tensor *const *views);
+    /* Optional: after backward, before the optimizer (zero frozen grads). */
+    void (*after_backward)(struct ssl_method *m);
+    /* Optional: after the optimizer step (EMA teachers, queues, centers);
+     * the graph of the step is still valid. m->step is the step just done. */
+    void (*after_step)(struct ssl_method *m);
     void (*free)(struct ssl_method *m);
 } ssl_method_ops;
+
+/* A registry saved with the checkpoint under a name prefix ("teacher.") but
+ * not trained by the optimizer. */
+typedef struct ssl_method_state {
+    const char *prefix;
+    ssl_registry *reg;
+} ssl_method_state;
+
+#define SSL_METHOD_MAX_STATE 6
 
 typedef struct ssl_method {
     const ssl_method_ops *ops;
     ssl_method_config cfg;
     ssl_resnet encoder;   /* the network users keep */
-    ssl_registry heads;   /* projector, predictor, ... (prefixed names) */
-    void *state;          /* method-specific */
+    ssl_registry heads;   /* trained heads: projector, predictor, ... (prefixed names) */
+    ssl_registry extra;   /* untrained persistent tensors: queue, center, ... */
+    ssl_method_state state[SSL_METHOD_MAX_STATE]; /* saved, untrained; extra is state[0] */
+    int n_state;
+    int n_views;
+    ssl_aug augs[SSL_MAX_VIEWS];
+    int64_t step, total_steps; /* set by the loop before each loss */
+    int steps_per_epoch;       /* set by the loop: epoch-based options -> steps */
+    void *state_ptr;           /* method-specific */
 } ssl_method;
 
 /* Looks a method up by name ("simclr"); NULL if unknown. */
 const ssl_method_ops *ssl_method_find(const char *name);
-/* Names of all methods, for --help and errors: NULL-terminated. */
+/* All methods, for --help and errors: NULL-terminated. */
 const ssl_method_ops *const *ssl_method_list(void);
 
 /* Builds encoder and heads; validates the config first. */
 int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method_config *cfg,
                       const ssl_resnet_config *enc, ssl_rng *rng, char *err);
+/* The training views for images of h x w (m->n_views, m->augs). */
+int ssl_method_set_views(ssl_method *m, int h, int w, char *err);
 void ssl_method_free(ssl_method *m);
+/* Saves reg with the checkpoint, names prefixed; not trained. */
+int ssl_method_add_state(ssl_method *m, const char *prefix, ssl_registry *reg, char *err);
+/* Epochs (a float option) in steps of this run, at least 0. */
+int64_t ssl_method_epochs_to_steps(const ssl_method *m, float epochs);
+
+/* ---- helpers methods share ---- */
+/* A second encoder of the same architecture, weights copied from src
+ * (teachers, momentum encoders). */
+int ssl_resnet_clone(ssl_resnet *dst, const ssl_resnet *src, char *err);
+/* dst params = src params (same structure), e.g. a teacher's start. */
+void ssl_registry_copy_params(ssl_registry *dst, const ssl_registry *src);
+/* dst params = m * dst + (1 - m) * src params (not buffers: as BYOL/DINO/MoCo). */
+void ssl_registry_ema(ssl_registry *dst, const ssl_registry *src, float m);
+/* Runs a network without recording it (no gradient), in train mode: the
+ * pattern is  int r = ssl_graph_no_grad(g); ...; g->record = r;  */
+int ssl_graph_no_grad(ssl_graph *g);
+
+/* Multi-crop views: cfg->global_crops (default 2) SimCLR-strength crops of
+ * h x w with area in [global_scale_min (if set), 1], then cfg->local_crops
+ * crops of local_size^2 with area in [local_scale_min, local_scale_max].
+ * Returns the number of views. */
+int ssl_method_views_multicrop(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs);
 
 extern const ssl_method_ops ssl_method_simclr;
 

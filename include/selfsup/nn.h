@@ -23,6 +23,8 @@ typedef struct ssl_registry {
     int n_buffers, cap_buffers;
     ssl_counter *counters;
     int n_counters, cap_counters;
+    void **owned;   /* memory freed with the registry (fixed BN affine) */
+    int n_owned, cap_owned;
     int failed; /* an allocation failed during registration */
 } ssl_registry;
 
@@ -92,18 +94,47 @@ double ssl_resnet_macs(const ssl_resnet *m, int h, int w);
 /* "resnet18" etc. -> depth; 0 if unknown. */
 int ssl_resnet_depth_from_name(const char *arch);
 
-/* MLP head: Linear(in, hidden) [BN] ReLU Linear(hidden, out); names
- * prefix.0 (linear), prefix.1 (BN), prefix.3 (linear), as nn.Sequential. */
+/* MLP heads named as nn.Sequential: n_layers linear layers; after each
+ * hidden one an optional BN, then the activation; after the last one an
+ * optional BN (with or without affine). Module indices count every layer,
+ * e.g. Linear-BN-ReLU-Linear is prefix.0, prefix.1, (ReLU 2), prefix.3. */
+#define SSL_MLP_MAX_LAYERS 4
+
+typedef enum ssl_act_kind { SSL_ACT_RELU = 0, SSL_ACT_GELU = 1 } ssl_act_kind;
+
+typedef struct ssl_mlp_spec {
+    int n_layers;                        /* 1..SSL_MLP_MAX_LAYERS */
+    int dims[SSL_MLP_MAX_LAYERS + 1];    /* in, hidden..., out */
+    int hidden_bn;                       /* BN after each hidden linear */
+    int last_bn;                         /* 0 none, 1 BN, 2 BN without affine */
+    ssl_act_kind act;
+    int no_bias_before_bn;               /* linear layers followed by BN have no bias */
+} ssl_mlp_spec;
+
 typedef struct ssl_mlp {
-    int in, hidden, out, use_bn;
-    ssl_tensor w1, b1, w2, b2;
-    ssl_bn_layer bn;
+    ssl_mlp_spec spec;
+    ssl_tensor w[SSL_MLP_MAX_LAYERS], b[SSL_MLP_MAX_LAYERS]; /* b[i].data NULL: no bias */
+    ssl_bn_layer bn[SSL_MLP_MAX_LAYERS];
+    int has_bn[SSL_MLP_MAX_LAYERS];
 } ssl_mlp;
 
+int ssl_mlp_init_spec(ssl_mlp *h, ssl_registry *r, const char *prefix, const ssl_mlp_spec *spec,
+                      ssl_rng *rng);
+/* Linear(in, hidden) [BN] ReLU Linear(hidden, out), biases everywhere (SimCLR). */
 int ssl_mlp_init(ssl_mlp *h, ssl_registry *r, const char *prefix, int in, int hidden,
                  int out, int use_bn, ssl_rng *rng);
 /* x (N, in) -> (N, out) */
 ssl_tensor *ssl_mlp_forward(ssl_graph *g, ssl_mlp *h, ssl_tensor *x);
+
+/* Registry entries beyond parameters (queues, centers, their positions). */
+/* A float buffer of `shape` filled with value; NULL on OOM. */
+float *ssl_registry_buffer(ssl_registry *r, const char *name, int ndim, const int *shape,
+                           float value);
+/* An I64 scalar saved with the checkpoint; value must outlive r. */
+int ssl_registry_counter(ssl_registry *r, const char *name, int64_t *value);
+/* BatchNorm without affine (gamma 1, beta 0 fixed, not parameters), as
+ * BatchNorm1d(affine=False): running stats and counter only. */
+int ssl_registry_bn_noaffine(ssl_registry *r, const char *prefix, int C, ssl_bn_layer *bn);
 
 #ifdef __cplusplus
 }

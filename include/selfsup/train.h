@@ -3,6 +3,7 @@
 #define SELFSUP_TRAIN_H
 
 #include "selfsup/data.h"
+#include "selfsup/io.h"
 #include "selfsup/method.h"
 #include "selfsup/optim.h"
 
@@ -21,13 +22,13 @@ typedef struct ssl_train_config {
     int epochs;            /* --epochs (used when steps == 0) */
     int64_t steps;         /* --steps: total optimizer steps, overrides epochs */
     int batch_size;        /* --batch-size: images per step (each gives n_views views) */
-    char optimizer[16];    /* --optimizer: lars, sgd, adamw */
+    char optimizer[16];    /* --optimizer: lars, sgd, adamw ("" = the method's) */
     float lr;              /* --lr: base learning rate, scaled by lr_scale */
     char lr_scale[8];      /* --lr-scale: sqrt (lr * sqrt(batch)), linear (lr * batch/256), none */
     float weight_decay;    /* --weight-decay */
     float momentum;        /* --momentum */
     float warmup_epochs;   /* --warmup-epochs */
-    ssl_method_config mcfg;/* --temperature, --proj-hidden, --proj-dim */
+    ssl_method_config mcfg;/* the method's hyperparameters (ssl_method_fields) */
     int threads;           /* --threads (0: all cores) */
     int workers;           /* --workers: loader threads */
     uint64_t seed;         /* --seed */
@@ -41,9 +42,12 @@ typedef struct ssl_train_config {
 } ssl_train_config;
 
 /* Defaults: SimCLR on Fashion-MNIST, ResNet-18 small stem, width 16, batch
- * 256, 2 epochs, LARS with lr 0.075 x sqrt(batch) (SimCLR's rule for small
- * batches and short runs), wd 1e-6, temperature 0.2, 0.5 warm-up epochs. */
+ * 256, 2 epochs; the optimizer recipe (optimizer, lr, lr_scale, weight decay,
+ * momentum, warm-up), out (runs/<method>) and the method's hyperparameters
+ * are left unset for ssl_train_config_resolve. */
 void ssl_train_config_default(ssl_train_config *c);
+/* Fills what is unset from the method's recipe and checks option ranges. */
+int ssl_train_config_resolve(ssl_train_config *c, char *err);
 /* Writes the config as one JSON object (no newline). */
 void ssl_train_config_json(const ssl_train_config *c, FILE *f);
 /* The encoder config the training config asks for. */
@@ -84,6 +88,9 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
  * need must be present with the same shape; architecture mismatch is an error. */
 int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_train_state *st,
                         char *err);
+/* The tensors of m (encoder, heads, saved state with their prefixes) from an
+ * open safetensors file; path is for messages. */
+int ssl_checkpoint_load_tensors(const ssl_st_file *f, const char *path, ssl_method *m, char *err);
 
 /* ---- evaluation ---- */
 /* Frozen features of a whole split: encoder in eval mode (running BN stats),

@@ -40,6 +40,14 @@ static int parse_float(const char *s, float *out)
     return 1;
 }
 
+/* Index of --name in the method hyperparameter table, or -1. */
+static int method_field(const char *opt)
+{
+    for (int i = 0; i < ssl_method_n_fields; i++)
+        if (!strcmp(opt + 2, ssl_method_fields[i].name)) return i;
+    return -1;
+}
+
 int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *usage)
 {
     memset(o, 0, sizeof *o);
@@ -104,15 +112,20 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         INT("--workers", t->workers, 1, 64);
         INT("--seed", t->seed, 0, 0x7fffffffL);
         INT("--log-every", t->log_every, 1, 1000000);
-        INT("--proj-hidden", t->mcfg.proj_hidden, 1, 65536);
-        INT("--proj-dim", t->mcfg.proj_dim, 1, 65536);
         INT("--stop-after", t->stop_after, 0, 1000000000L);
         FLT("--lr", t->lr);
         FLT("--weight-decay", t->weight_decay);
         FLT("--momentum", t->momentum);
         FLT("--warmup-epochs", t->warmup_epochs);
-        FLT("--temperature", t->mcfg.temperature);
         FLT("--time-budget", t->time_budget);
+        int field = method_field(name);
+        if (field >= 0) {
+            const ssl_method_field *fd = &ssl_method_fields[field];
+            if (!parse_float(val, &f) || !(f >= 0) || (fd->is_int && (f != (float)(long)f || f > 1e9f)))
+                return usage_err(cmd, "%s: '%s' must be a non-negative number (an integer for this option)", name, val);
+            ssl_method_field_set(&t->mcfg, fd, f);
+            continue;
+        }
         if (!strcmp(name, "--stem")) {
             if (!strcmp(val, "small")) t->stem = SSL_STEM_SMALL;
             else if (!strcmp(val, "imagenet")) t->stem = SSL_STEM_IMAGENET;
@@ -125,6 +138,11 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
 #undef FLT
         return usage_err(cmd, "unknown option '%s'%s", name, "");
     }
+    if ((t->lr != SSL_UNSET && !(t->lr > 0)) ||
+        (t->weight_decay != SSL_UNSET && !(t->weight_decay >= 0)) ||
+        (t->momentum != SSL_UNSET && !(t->momentum >= 0 && t->momentum < 1)) ||
+        (t->warmup_epochs != SSL_UNSET && !(t->warmup_epochs >= 0)))
+        return usage_err(cmd, "--lr must be > 0, --weight-decay and --warmup-epochs >= 0, --momentum in [0, 1)%s%s", "", "");
     return CLI_OK;
 }
 

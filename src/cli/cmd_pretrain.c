@@ -9,8 +9,10 @@ static const char usage[] =
     "usage: selfsup pretrain [options]\n"
     "Pretrains an encoder without labels, saves <out>/last.safetensors, then evaluates\n"
     "it with k-NN (k=200 and k=20, T=0.1) and a linear probe on the labelled splits.\n"
-    "With no options: SimCLR on Fashion-MNIST, ResNet-18 (small stem, width 16).\n\n"
-    "  --method NAME        simclr (default)\n"
+    "With no options: SimCLR on Fashion-MNIST, ResNet-18 (small stem, width 16).\n"
+    "Each method's paper recipe (optimizer, lr, weight decay, hyperparameters) is\n"
+    "the default; any option below overrides it (list at the end).\n\n"
+    "  --method NAME        simclr (default); see the list below\n"
     "  --data SPEC          fashion-mnist (default), mnist, or a folder of IDX files or\n"
     "                       CIFAR-10/100 binary batches (format detected)\n"
     "  --arch NAME          resnet18 (default), resnet34, resnet50\n"
@@ -18,19 +20,16 @@ static const char usage[] =
     "  --stem small|imagenet  3x3/1 conv without max-pool (default) or 7x7/2 + pool\n"
     "  --epochs N           epochs (default 2); --steps N overrides it\n"
     "  --batch-size N       images per step, each seen in 2 views (default 256)\n"
-    "  --optimizer NAME     lars (default), sgd, adamw\n"
-    "  --lr X               base learning rate (default 0.075), scaled by --lr-scale\n"
-    "  --lr-scale RULE      sqrt: lr x sqrt(batch) (default, SimCLR's rule for short runs),\n"
+    "  --optimizer NAME     lars, sgd, adamw (default: the method's)\n"
+    "  --lr X               base learning rate, scaled by --lr-scale\n"
+    "  --lr-scale RULE      sqrt: lr x sqrt(batch) (SimCLR's rule for short runs),\n"
     "                       linear: lr x batch/256, none: lr as given\n"
-    "  --weight-decay X     (default 1e-6)   --momentum X (default 0.9)\n"
-    "  --warmup-epochs X    linear warm-up, then cosine decay to 0 (default 0.5)\n"
-    "  --temperature X      NT-Xent temperature (default 0.2)\n"
-    "  --proj-hidden N      projector hidden width (default 2048)\n"
-    "  --proj-dim N         projector output width (default 128)\n"
+    "  --weight-decay X     --momentum X (SGD/LARS momentum)\n"
+    "  --warmup-epochs X    linear warm-up, then cosine decay to 0\n"
     "  --threads N          compute threads (default: all cores)\n"
     "  --workers N          data-loading threads (default 1)\n"
     "  --seed N             (default 1)\n"
-    "  --out DIR            run folder: last.safetensors, log.jsonl (default runs/simclr)\n"
+    "  --out DIR            run folder: last.safetensors, log.jsonl (default runs/METHOD)\n"
     "  --resume CKPT        continue the run saved in CKPT (its config is reused)\n"
     "  --stop-after N       stop at global step N with a checkpoint (for resuming)\n"
     "  --time-budget S      at most S seconds of pretraining: after 6 steps the\n"
@@ -45,10 +44,26 @@ static const char usage[] =
     "  --json               print the results as one JSON object on the last line\n"
     "  --quiet              no progress lines\n";
 
+/* The methods with their recipes, and the hyperparameter options. */
+static void print_methods(void)
+{
+    printf("\nmethods (defaults):\n");
+    for (const ssl_method_ops *const *m = ssl_method_list(); *m; m++)
+        printf("  %-10s %s\n             %s\n", (*m)->name, (*m)->summary, (*m)->defaults);
+    printf("\nmethod hyperparameters (unset: the method's default):\n");
+    for (int i = 0; i < ssl_method_n_fields; i++) {
+        char opt[48];
+        snprintf(opt, sizeof opt, "--%s %s", ssl_method_fields[i].name,
+                 ssl_method_fields[i].is_int ? "N" : "X");
+        printf("  %-32s %s\n", opt, ssl_method_fields[i].help);
+    }
+}
+
 int cmd_pretrain(int argc, char **argv)
 {
     cli_opts o;
     int rc = cli_parse("pretrain", argc, argv, &o, usage);
+    if (rc < 0) print_methods();
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (o.positional) {
         cli_error("pretrain", "takes no positional argument (see --help)");

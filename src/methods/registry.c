@@ -1,6 +1,7 @@
-/* The list of methods and the shared create/free. */
+/* The list of methods, their shared hyperparameter table and create/free. */
 #include "selfsup/method.h"
 
+#include <stddef.h>
 #include <string.h>
 
 static const ssl_method_ops *const methods[] = {&ssl_method_simclr, NULL};
@@ -14,6 +15,71 @@ const ssl_method_ops *ssl_method_find(const char *name)
     return NULL;
 }
 
+#define F(name, field, help) {name, offsetof(ssl_method_config, field), 0, help}
+#define I(name, field, help) {name, offsetof(ssl_method_config, field), 1, help}
+const ssl_method_field ssl_method_fields[] = {
+    F("temperature", temperature, "softmax temperature (DINO: the student's)"),
+    I("proj-hidden", proj_hidden, "projector hidden width"),
+    I("proj-dim", proj_dim, "projector output width"),
+    I("pred-hidden", pred_hidden, "predictor hidden width (BYOL, SimSiam)"),
+    F("base-momentum", base_momentum, "teacher / key encoder EMA momentum (at step 0 when cosine)"),
+    I("queue-size", queue_size, "MoCo negatives; SwAV feature queue (0: none)"),
+    I("bn-groups", bn_groups, "MoCo: BN sub-batches for single-process shuffle-BN"),
+    I("prototypes", prototypes, "SwAV prototypes"),
+    F("sinkhorn-eps", sinkhorn_eps, "SwAV Sinkhorn-Knopp epsilon"),
+    I("sinkhorn-iters", sinkhorn_iters, "SwAV Sinkhorn-Knopp iterations"),
+    F("freeze-prototypes-epochs", freeze_prototypes_epochs, "SwAV: prototypes fixed this long"),
+    I("out-dim", out_dim, "DINO head output dimension"),
+    I("bottleneck-dim", bottleneck_dim, "DINO head bottleneck"),
+    F("teacher-temp", teacher_temp, "DINO teacher temperature after warm-up"),
+    F("warmup-teacher-temp", warmup_teacher_temp, "DINO teacher temperature at step 0"),
+    F("warmup-teacher-temp-epochs", warmup_teacher_temp_epochs, "DINO teacher temperature ramp"),
+    F("center-momentum", center_momentum, "DINO teacher center momentum"),
+    F("freeze-last-layer-epochs", freeze_last_layer_epochs, "DINO: last layer fixed this long"),
+    F("lambda", lambda, "Barlow Twins off-diagonal weight"),
+    F("sim-coeff", sim_coeff, "VICReg invariance weight"),
+    F("std-coeff", std_coeff, "VICReg variance weight"),
+    F("cov-coeff", cov_coeff, "VICReg covariance weight"),
+    I("global-crops", global_crops, "full-size views per image"),
+    I("local-crops", local_crops, "small views per image (multi-crop)"),
+    I("local-size", local_size, "side of a local crop in pixels"),
+    F("global-scale-min", global_scale_min, "smallest area fraction of a global crop"),
+    F("local-scale-min", local_scale_min, "smallest area fraction of a local crop"),
+    F("local-scale-max", local_scale_max, "largest area fraction of a local crop"),
+};
+#undef F
+#undef I
+const int ssl_method_n_fields = (int)(sizeof ssl_method_fields / sizeof ssl_method_fields[0]);
+
+double ssl_method_field_get(const ssl_method_config *c, const ssl_method_field *f)
+{
+    const char *p = (const char *)c + f->offset;
+    return f->is_int ? (double)*(const int *)p : (double)*(const float *)p;
+}
+
+void ssl_method_field_set(ssl_method_config *c, const ssl_method_field *f, double v)
+{
+    char *p = (char *)c + f->offset;
+    if (f->is_int) *(int *)p = (int)v;
+    else *(float *)p = (float)v;
+}
+
+void ssl_method_config_unset(ssl_method_config *c)
+{
+    for (int i = 0; i < ssl_method_n_fields; i++)
+        ssl_method_field_set(c, &ssl_method_fields[i], SSL_UNSET);
+}
+
+int ssl_method_config_check_ranges(const ssl_method_config *c, char *err)
+{
+    for (int i = 0; i < ssl_method_n_fields; i++) {
+        double v = ssl_method_field_get(c, &ssl_method_fields[i]);
+        if (v != SSL_UNSET && !(v >= 0))
+            return ssl_fail(err, SSL_EINVAL, "--%s must be >= 0 (got %g)", ssl_method_fields[i].name, v);
+    }
+    return SSL_OK;
+}
+
 int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method_config *cfg,
                       const ssl_resnet_config *enc, ssl_rng *rng, char *err)
 {
@@ -23,17 +89,52 @@ int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method
     int st = ops->validate(&m->cfg, err);
     if (st) return st;
     ssl_registry_init(&m->heads);
+    ssl_registry_init(&m->extra);
+    m->state[m->n_state++] = (ssl_method_state){"", &m->extra};
     st = ssl_resnet_init(&m->encoder, enc, rng, err);
     if (st) return st;
     st = ops->init(m, rng, err);
+    if (!st && (m->heads.failed || m->extra.failed))
+        st = ssl_fail(err, SSL_ENOMEM, "%s: out of memory for the heads", ops->name);
     if (st) ssl_method_free(m);
     return st;
+}
+
+int ssl_method_set_views(ssl_method *m, int h, int w, char *err)
+{
+    int n = m->ops->views(&m->cfg, m->encoder.cfg.in_channels, h, w, m->augs);
+    if (n < 1 || n > SSL_MAX_VIEWS)
+        return ssl_fail(err, SSL_EINVAL, "%s: %d views per image (1..%d allowed)", m->ops->name, n,
+                        SSL_MAX_VIEWS);
+    for (int v = 0; v < n; v++)
+        if (m->augs[v].out_h < 1 || m->augs[v].out_w < 1)
+            return ssl_fail(err, SSL_EINVAL, "%s: view %d is %dx%d pixels", m->ops->name, v,
+                            m->augs[v].out_h, m->augs[v].out_w);
+    m->n_views = n;
+    return SSL_OK;
 }
 
 void ssl_method_free(ssl_method *m)
 {
     if (m->ops && m->ops->free) m->ops->free(m);
-    m->state = NULL;
+    m->state_ptr = NULL;
     ssl_resnet_free(&m->encoder);
     ssl_registry_free(&m->heads);
+    ssl_registry_free(&m->extra);
+    m->n_state = 0;
+}
+
+int ssl_method_add_state(ssl_method *m, const char *prefix, ssl_registry *reg, char *err)
+{
+    if (m->n_state == SSL_METHOD_MAX_STATE)
+        return ssl_fail(err, SSL_EINVAL, "%s: more than %d saved registries", m->ops->name,
+                        SSL_METHOD_MAX_STATE);
+    m->state[m->n_state++] = (ssl_method_state){prefix, reg};
+    return SSL_OK;
+}
+
+int64_t ssl_method_epochs_to_steps(const ssl_method *m, float epochs)
+{
+    double s = (double)epochs * m->steps_per_epoch;
+    return s > 0 ? (int64_t)(s + 0.5) : 0;
 }

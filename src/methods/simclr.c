@@ -10,6 +10,9 @@ typedef struct simclr_state {
 
 static int simclr_validate(ssl_method_config *cfg, char *err)
 {
+    if (cfg->temperature == SSL_UNSET) cfg->temperature = 0.2f;
+    if (cfg->proj_hidden == SSL_UNSET) cfg->proj_hidden = 2048;
+    if (cfg->proj_dim == SSL_UNSET) cfg->proj_dim = 128;
     if (!(cfg->temperature > 0))
         return ssl_fail(err, SSL_EINVAL, "--temperature must be > 0 (got %g)", cfg->temperature);
     if (cfg->proj_hidden < 1 || cfg->proj_dim < 1)
@@ -17,11 +20,18 @@ static int simclr_validate(ssl_method_config *cfg, char *err)
     return SSL_OK;
 }
 
+static int simclr_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
+{
+    ssl_aug_simclr(&augs[0], c, h, w);
+    augs[1] = augs[0];
+    return 2;
+}
+
 static int simclr_init(ssl_method *m, ssl_rng *rng, char *err)
 {
     simclr_state *s = ssl_calloc(sizeof *s);
     if (!s) return ssl_fail(err, SSL_ENOMEM, "simclr: out of memory");
-    m->state = s;
+    m->state_ptr = s;
     if (ssl_mlp_init(&s->projector, &m->heads, "projector", m->encoder.feat_dim,
                      m->cfg.proj_hidden, m->cfg.proj_dim, 1, rng))
         return ssl_fail(err, SSL_ENOMEM, "simclr: out of memory for the projector");
@@ -30,7 +40,7 @@ static int simclr_init(ssl_method *m, ssl_rng *rng, char *err)
 
 static ssl_tensor *simclr_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)
 {
-    simclr_state *s = m->state;
+    simclr_state *s = m->state_ptr;
     /* One pass over both views: BN statistics over all 2N, as in the paper's
      * global-BN setting on one device. */
     ssl_tensor *x = ssl_op_concat_batch(g, views[0], views[1]);
@@ -39,13 +49,15 @@ static ssl_tensor *simclr_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *v
     return ssl_op_ntxent(g, z, m->cfg.temperature);
 }
 
-static void simclr_free(ssl_method *m) { ssl_free(m->state); }
+static void simclr_free(ssl_method *m) { ssl_free(m->state_ptr); }
 
 const ssl_method_ops ssl_method_simclr = {
     .name = "simclr",
     .summary = "SimCLR: two views, MLP projector with BN, NT-Xent over 2N views",
-    .n_views = 2,
+    .defaults = "temperature 0.2, projector 2048-128; LARS lr 0.075 x sqrt(batch), wd 1e-6, 0.5 warm-up epochs",
+    .optim = {"lars", 0.075f, "sqrt", 1e-6f, 0.9f, 0.5f},
     .validate = simclr_validate,
+    .views = simclr_views,
     .init = simclr_init,
     .loss = simclr_loss,
     .free = simclr_free,

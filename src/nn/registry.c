@@ -24,6 +24,8 @@ void ssl_registry_free(ssl_registry *r)
     free(r->params);
     free(r->buffers);
     free(r->counters);
+    for (int i = 0; i < r->n_owned; i++) ssl_free(r->owned[i]);
+    free(r->owned);
     memset(r, 0, sizeof *r);
 }
 
@@ -68,24 +70,79 @@ oom:
     return SSL_ENOMEM;
 }
 
-static float *add_buffer(ssl_registry *r, const char *name, int C, float value)
+float *ssl_registry_buffer(ssl_registry *r, const char *name, int ndim, const int *shape,
+                           float value)
 {
-    if (!grow((void **)&r->buffers, &r->cap_buffers, r->n_buffers, sizeof(ssl_buffer))) return NULL;
+    long n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    if (!grow((void **)&r->buffers, &r->cap_buffers, r->n_buffers, sizeof(ssl_buffer))) goto oom;
     ssl_buffer *b = &r->buffers[r->n_buffers];
     memset(b, 0, sizeof *b);
     b->name = strdup(name);
-    b->data = ssl_malloc(sizeof(float) * C);
+    b->data = ssl_malloc(sizeof(float) * (n > 0 ? n : 1));
     if (!b->name || !b->data) {
         free((char *)b->name);
         ssl_free(b->data);
-        return NULL;
+        goto oom;
     }
-    for (int i = 0; i < C; i++) b->data[i] = value;
-    b->numel = C;
-    b->ndim = 1;
-    b->shape[0] = C;
+    for (long i = 0; i < n; i++) b->data[i] = value;
+    b->numel = n;
+    b->ndim = ndim;
+    for (int i = 0; i < ndim; i++) b->shape[i] = shape[i];
     r->n_buffers++;
     return b->data;
+oom:
+    r->failed = 1;
+    return NULL;
+}
+
+int ssl_registry_counter(ssl_registry *r, const char *name, int64_t *value)
+{
+    if (!grow((void **)&r->counters, &r->cap_counters, r->n_counters, sizeof(ssl_counter))) goto oom;
+    r->counters[r->n_counters].name = strdup(name);
+    if (!r->counters[r->n_counters].name) goto oom;
+    r->counters[r->n_counters].value = value;
+    r->n_counters++;
+    return SSL_OK;
+oom:
+    r->failed = 1;
+    return SSL_ENOMEM;
+}
+
+/* running_mean, running_var and num_batches_tracked of prefix. */
+static int bn_stats(ssl_registry *r, const char *prefix, int C, ssl_bn_layer *bn)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s.running_mean", prefix);
+    bn->running_mean = ssl_registry_buffer(r, name, 1, &C, 0.0f);
+    snprintf(name, sizeof name, "%s.running_var", prefix);
+    bn->running_var = ssl_registry_buffer(r, name, 1, &C, 1.0f);
+    if (!bn->running_mean || !bn->running_var) return SSL_ENOMEM;
+    snprintf(name, sizeof name, "%s.num_batches_tracked", prefix);
+    return ssl_registry_counter(r, name, &bn->num_batches_tracked);
+}
+
+int ssl_registry_bn_noaffine(ssl_registry *r, const char *prefix, int C, ssl_bn_layer *bn)
+{
+    memset(bn, 0, sizeof *bn);
+    bn->C = C;
+    bn->momentum = 0.1f;
+    bn->eps = 1e-5f;
+    if (!grow((void **)&r->owned, &r->cap_owned, r->n_owned, sizeof(void *))) goto oom;
+    float *wb = ssl_malloc(sizeof(float) * 2 * (size_t)C);
+    if (!wb) goto oom;
+    r->owned[r->n_owned++] = wb;
+    for (int i = 0; i < C; i++) {
+        wb[i] = 1.0f;
+        wb[C + i] = 0.0f;
+    }
+    /* grad NULL: requires_grad 0, the op leaves them alone */
+    bn->weight = ssl_tensor_wrap(wb, NULL, 1, &C, SSL_LAYOUT_NCHW);
+    bn->bias = ssl_tensor_wrap(wb + C, NULL, 1, &C, SSL_LAYOUT_NCHW);
+    return bn_stats(r, prefix, C, bn);
+oom:
+    r->failed = 1;
+    return SSL_ENOMEM;
 }
 
 int ssl_registry_bn(ssl_registry *r, const char *prefix, int C, ssl_bn_layer *bn)
@@ -100,22 +157,7 @@ int ssl_registry_bn(ssl_registry *r, const char *prefix, int C, ssl_bn_layer *bn
     for (int i = 0; i < C; i++) bn->weight.data[i] = 1.0f;
     snprintf(name, sizeof name, "%s.bias", prefix);
     if (ssl_registry_param(r, name, 1, &C, 1, &bn->bias)) return SSL_ENOMEM;
-    snprintf(name, sizeof name, "%s.running_mean", prefix);
-    bn->running_mean = add_buffer(r, name, C, 0.0f);
-    snprintf(name, sizeof name, "%s.running_var", prefix);
-    bn->running_var = add_buffer(r, name, C, 1.0f);
-    snprintf(name, sizeof name, "%s.num_batches_tracked", prefix);
-    if (!bn->running_mean || !bn->running_var ||
-        !grow((void **)&r->counters, &r->cap_counters, r->n_counters, sizeof(ssl_counter)))
-        goto oom;
-    r->counters[r->n_counters].name = strdup(name);
-    if (!r->counters[r->n_counters].name) goto oom;
-    r->counters[r->n_counters].value = &bn->num_batches_tracked;
-    r->n_counters++;
-    return SSL_OK;
-oom:
-    r->failed = 1;
-    return SSL_ENOMEM;
+    return bn_stats(r, prefix, C, bn);
 }
 
 void ssl_registry_zero_grad(ssl_registry *r)

@@ -14,19 +14,30 @@
 #define CKPT_FORMAT "selfsup-checkpoint"
 #define CKPT_VERSION "1"
 
-static int add_registry(ssl_st_writer *w, const ssl_registry *r, char *err)
+/* prefix + name into buf (names are short; a long one is an error). */
+static const char *full_name(char *buf, size_t cap, const char *prefix, const char *name)
+{
+    int n = snprintf(buf, cap, "%s%s", prefix, name);
+    return n > 0 && (size_t)n < cap ? buf : NULL;
+}
+
+static int add_registry(ssl_st_writer *w, const char *prefix, const ssl_registry *r, char *err)
 {
     int st = SSL_OK;
+    char nm[512];
     for (int i = 0; i < r->n_params && !st; i++) {
         const ssl_param *p = &r->params[i];
-        st = ssl_st_add(w, p->name, SSL_DT_F32, p->ndim, p->shape, p->data, err);
+        st = ssl_st_add(w, full_name(nm, sizeof nm, prefix, p->name), SSL_DT_F32, p->ndim,
+                        p->shape, p->data, err);
     }
     for (int i = 0; i < r->n_buffers && !st; i++) {
         const ssl_buffer *b = &r->buffers[i];
-        st = ssl_st_add(w, b->name, SSL_DT_F32, b->ndim, b->shape, b->data, err);
+        st = ssl_st_add(w, full_name(nm, sizeof nm, prefix, b->name), SSL_DT_F32, b->ndim,
+                        b->shape, b->data, err);
     }
     for (int i = 0; i < r->n_counters && !st; i++)
-        st = ssl_st_add(w, r->counters[i].name, SSL_DT_I64, 0, NULL, r->counters[i].value, err);
+        st = ssl_st_add(w, full_name(nm, sizeof nm, prefix, r->counters[i].name), SSL_DT_I64, 0,
+                        NULL, r->counters[i].value, err);
     return st;
 }
 
@@ -40,8 +51,10 @@ int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl
     char buf[64];
     char *cfg_json = NULL;
     size_t cfg_len = 0;
-    int rc = add_registry(&w, &m->encoder.reg, err);
-    if (!rc) rc = add_registry(&w, &m->heads, err);
+    int rc = add_registry(&w, "", &m->encoder.reg, err);
+    if (!rc) rc = add_registry(&w, "", &m->heads, err);
+    for (int i = 0; i < m->n_state && !rc; i++)
+        rc = add_registry(&w, m->state[i].prefix, m->state[i].reg, err);
     for (int i = 0; opt && !rc && i < ssl_optim_state_count(opt); i++) {
         ssl_buffer b = ssl_optim_state(opt, i);
         rc = ssl_st_add(&w, b.name, SSL_DT_F32, b.ndim, b.shape, b.data, err);
@@ -156,11 +169,17 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
         NUM("weight_decay", weight_decay, float);
         NUM("momentum", momentum, float);
         NUM("warmup_epochs", warmup_epochs, float);
-        NUM("temperature", mcfg.temperature, float);
-        NUM("proj_hidden", mcfg.proj_hidden, int);
-        NUM("proj_dim", mcfg.proj_dim, int);
         NUM("seed", seed, uint64_t);
 #undef NUM
+        for (int i = 0; i < ssl_method_n_fields; i++) {
+            const ssl_method_field *fd = &ssl_method_fields[i];
+            char key[64];
+            snprintf(key, sizeof key, "%s", fd->name);
+            for (char *p = key; *p; p++) if (*p == '-') *p = '_';
+            x = SSL_UNSET;
+            json_num(&j, key, &x);
+            ssl_method_field_set(&cfg->mcfg, fd, x);
+        }
         *in_channels = (int)ch;
     }
     ssl_json_free(&j);
@@ -172,7 +191,7 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
 static int load_f32(const ssl_st_file *f, const char *path, const char *name, float *dst,
                     int64_t numel, int ndim, const int64_t *shape, char *err)
 {
-    const ssl_st_entry *e = ssl_st_find(f, name);
+    const ssl_st_entry *e = name ? ssl_st_find(f, name) : NULL;
     if (!e)
         return ssl_fail(err, SSL_ESHAPE, "%s: tensor '%s' missing (checkpoint of another architecture or method?)", path, name);
     int same = e->dtype == SSL_DT_F32 && e->ndim == ndim;
@@ -190,26 +209,40 @@ static int load_f32(const ssl_st_file *f, const char *path, const char *name, fl
     return SSL_OK;
 }
 
-static int load_registry(const ssl_st_file *f, const char *path, ssl_registry *r, char *err)
+static int load_registry(const ssl_st_file *f, const char *path, const char *prefix,
+                         ssl_registry *r, char *err)
 {
+    char nm[512];
     for (int i = 0; i < r->n_params; i++) {
         ssl_param *p = &r->params[i];
-        int rc = load_f32(f, path, p->name, p->data, p->numel, p->ndim, p->shape, err);
+        int rc = load_f32(f, path, full_name(nm, sizeof nm, prefix, p->name), p->data, p->numel,
+                          p->ndim, p->shape, err);
         if (rc) return rc;
     }
     for (int i = 0; i < r->n_buffers; i++) {
         ssl_buffer *b = &r->buffers[i];
-        int rc = load_f32(f, path, b->name, b->data, b->numel, b->ndim, b->shape, err);
+        int rc = load_f32(f, path, full_name(nm, sizeof nm, prefix, b->name), b->data, b->numel,
+                          b->ndim, b->shape, err);
         if (rc) return rc;
     }
     for (int i = 0; i < r->n_counters; i++) {
-        const ssl_st_entry *e = ssl_st_find(f, r->counters[i].name);
+        const char *name = full_name(nm, sizeof nm, prefix, r->counters[i].name);
+        const ssl_st_entry *e = name ? ssl_st_find(f, name) : NULL;
         if (!e || e->dtype != SSL_DT_I64 || e->nbytes != sizeof(int64_t))
-            return ssl_fail(err, SSL_EFORMAT, "%s: counter '%s' missing or not an I64 scalar", path,
-                            r->counters[i].name);
+            return ssl_fail(err, SSL_EFORMAT, "%s: counter '%s%s' missing or not an I64 scalar",
+                            path, prefix, r->counters[i].name);
         memcpy(r->counters[i].value, e->data, sizeof(int64_t));
     }
     return SSL_OK;
+}
+
+int ssl_checkpoint_load_tensors(const ssl_st_file *f, const char *path, ssl_method *m, char *err)
+{
+    int rc = load_registry(f, path, "", &m->encoder.reg, err);
+    if (!rc) rc = load_registry(f, path, "", &m->heads, err);
+    for (int i = 0; i < m->n_state && !rc; i++)
+        rc = load_registry(f, path, m->state[i].prefix, m->state[i].reg, err);
+    return rc;
 }
 
 int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_train_state *st,
@@ -223,8 +256,7 @@ int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_tra
     if (!rc && (!meth || strcmp(meth, m->ops->name)))
         rc = ssl_fail(err, SSL_EINVAL, "%s: checkpoint of method '%s', not '%s'", path,
                       meth ? meth : "?", m->ops->name);
-    if (!rc) rc = load_registry(&f, path, &m->encoder.reg, err);
-    if (!rc) rc = load_registry(&f, path, &m->heads, err);
+    if (!rc) rc = ssl_checkpoint_load_tensors(&f, path, m, err);
     for (int i = 0; opt && !rc && i < ssl_optim_state_count(opt); i++) {
         ssl_buffer b = ssl_optim_state(opt, i);
         rc = load_f32(&f, path, b.name, b.data, b.numel, b.ndim, b.shape, err);

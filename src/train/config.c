@@ -16,20 +16,29 @@ void ssl_train_config_default(ssl_train_config *c)
     c->stem = SSL_STEM_SMALL;
     c->epochs = 2;
     c->batch_size = 256;
-    snprintf(c->optimizer, sizeof c->optimizer, "lars");
-    c->lr = 0.075f;        /* SimCLR (appendix B.1): 0.075 x sqrt(batch) with LARS */
-    snprintf(c->lr_scale, sizeof c->lr_scale, "sqrt");
-    c->weight_decay = 1e-6f;
-    c->momentum = 0.9f;
-    c->warmup_epochs = 0.5f;
-    c->mcfg.temperature = 0.2f;
-    c->mcfg.proj_hidden = 2048;
-    c->mcfg.proj_dim = 128;
+    /* optimizer, lr, lr_scale, weight decay, momentum, warm-up, out and the
+     * method's hyperparameters: unset, the method's recipe fills them */
+    c->lr = c->weight_decay = c->momentum = c->warmup_epochs = SSL_UNSET;
+    ssl_method_config_unset(&c->mcfg);
     c->threads = 0;
     c->workers = 1;
     c->seed = 1;
-    snprintf(c->out, sizeof c->out, "runs/simclr");
     c->log_every = 20;
+}
+
+int ssl_train_config_resolve(ssl_train_config *c, char *err)
+{
+    const ssl_method_ops *ops = ssl_method_find(c->method);
+    if (!ops) return ssl_fail(err, SSL_EINVAL, "--method '%s' unknown", c->method);
+    const ssl_method_optim *o = &ops->optim;
+    if (!c->optimizer[0]) snprintf(c->optimizer, sizeof c->optimizer, "%s", o->optimizer);
+    if (!c->lr_scale[0]) snprintf(c->lr_scale, sizeof c->lr_scale, "%s", o->lr_scale);
+    if (c->lr == SSL_UNSET) c->lr = o->lr;
+    if (c->weight_decay == SSL_UNSET) c->weight_decay = o->weight_decay;
+    if (c->momentum == SSL_UNSET) c->momentum = o->momentum;
+    if (c->warmup_epochs == SSL_UNSET) c->warmup_epochs = o->warmup_epochs;
+    if (!c->out[0]) snprintf(c->out, sizeof c->out, "runs/%s", c->method);
+    return ssl_method_config_check_ranges(&c->mcfg, err);
 }
 
 void ssl_train_config_json(const ssl_train_config *c, FILE *f)
@@ -48,10 +57,17 @@ void ssl_train_config_json(const ssl_train_config *c, FILE *f)
     fprintf(f, ",\"lr_scale\":");
     ssl_json_write_string(f, c->lr_scale);
     fprintf(f, ",\"lr\":%.9g,\"weight_decay\":%.9g,\"momentum\":%.9g,\"warmup_epochs\":%.9g"
-               ",\"temperature\":%.9g,\"proj_hidden\":%d,\"proj_dim\":%d,\"threads\":%d"
-               ",\"seed\":%" PRIu64 ",\"out\":",
-            c->lr, c->weight_decay, c->momentum, c->warmup_epochs, c->mcfg.temperature,
-            c->mcfg.proj_hidden, c->mcfg.proj_dim, c->threads, c->seed);
+               ",\"threads\":%d,\"seed\":%" PRIu64,
+            c->lr, c->weight_decay, c->momentum, c->warmup_epochs, c->threads, c->seed);
+    for (int i = 0; i < ssl_method_n_fields; i++) {
+        const ssl_method_field *fd = &ssl_method_fields[i];
+        double v = ssl_method_field_get(&c->mcfg, fd);
+        if (v == SSL_UNSET) continue;
+        fputs(",\"", f);
+        for (const char *p = fd->name; *p; p++) fputc(*p == '-' ? '_' : *p, f);
+        fprintf(f, fd->is_int ? "\":%.0f" : "\":%.9g", v);
+    }
+    fprintf(f, ",\"out\":");
     ssl_json_write_string(f, c->out);
     fprintf(f, "}");
 }

@@ -77,8 +77,9 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     ssl_train_config *cfg = &run;
     char *err = ctx->err;
     memset(res, 0, sizeof *res);
+    int rc = ssl_train_config_resolve(cfg, err);
+    if (rc) return rc;
     const ssl_method_ops *ops = ssl_method_find(cfg->method);
-    if (!ops) return ssl_fail(err, SSL_EINVAL, "--method '%s' unknown", cfg->method);
     if (cfg->batch_size < 2 || cfg->batch_size > train->n)
         return ssl_fail(err, SSL_EINVAL, "--batch-size %d must be in 2..%d (the dataset size)",
                         cfg->batch_size, train->n);
@@ -89,13 +90,16 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     if (strcmp(cfg->lr_scale, "sqrt") && strcmp(cfg->lr_scale, "linear") && strcmp(cfg->lr_scale, "none"))
         return ssl_fail(err, SSL_EINVAL, "--lr-scale '%s' unknown (sqrt, linear, none)", cfg->lr_scale);
     ssl_optim_config ocfg;
-    int rc = optim_config(cfg, &ocfg, err);
+    rc = optim_config(cfg, &ocfg, err);
     if (rc) return rc;
     ssl_resnet_config enc;
     rc = ssl_train_encoder_config(cfg, train->c, &enc, err);
     if (rc) return rc;
     rc = ssl_method_create(m, ops, &cfg->mcfg, &enc, &ctx->rng, err);
+    if (!rc) rc = ssl_method_set_views(m, train->h, train->w, err);
     if (rc) return rc;
+    cfg->mcfg = m->cfg; /* with the method's defaults filled: saved with the run */
+    m->steps_per_epoch = train->n / cfg->batch_size;
     rc = make_dir(cfg->out, err);
     if (rc) return rc;
 
@@ -118,10 +122,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
         rc = ssl_checkpoint_load(cfg->resume, m, opt, &ts, err);
         if (rc) goto done;
     }
-    ssl_aug augs[2];
-    ssl_aug_simclr(&augs[0], train->c, train->h, train->w);
-    augs[1] = augs[0];
-    rc = ssl_loader_create(&loader, train, augs, ops->n_views, cfg->batch_size, ts.seed,
+    rc = ssl_loader_create(&loader, train, m->augs, m->n_views, cfg->batch_size, ts.seed,
                            cfg->workers > 0 ? cfg->workers : 1, err);
     if (rc) goto done;
     const int spe = ssl_loader_steps_per_epoch(loader);
@@ -141,7 +142,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     if (!cfg->quiet)
         fprintf(stderr, "[%s] %s w%d on %s: %d images, %d steps/epoch, %lld steps, batch %d x %d views, %d threads\n",
                 ops->name, cfg->arch, cfg->width, cfg->data, train->n, spe, (long long)total,
-                cfg->batch_size, ops->n_views, ctx->n_threads);
+                cfg->batch_size, m->n_views, ctx->n_threads);
 
     int64_t stop = cfg->stop_after > 0 && cfg->stop_after < total ? cfg->stop_after : total;
     const int B = cfg->batch_size;
@@ -157,15 +158,17 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
         if (rc) goto done;
         wait_sum += ssl_time() - t0;
         ssl_graph_reset(&g);
-        ssl_tensor in[4];
-        ssl_tensor *vp[4];
-        int shape[4] = {B, train->c, train->h, train->w};
-        for (int v = 0; v < ops->n_views; v++) {
+        ssl_tensor in[SSL_MAX_VIEWS];
+        ssl_tensor *vp[SSL_MAX_VIEWS];
+        for (int v = 0; v < m->n_views; v++) {
+            int shape[4] = {B, train->c, m->augs[v].out_h, m->augs[v].out_w};
             in[v] = ssl_tensor_wrap(views[v], NULL, 4, shape, SSL_LAYOUT_NCHW);
             vp[v] = &in[v];
         }
+        m->step = ts.step;
+        m->total_steps = total;
         ssl_tensor *loss = ops->loss(m, &g, vp);
-        if (!loss) { rc = SSL_ENOMEM; goto done; }
+        if (!loss) { rc = ctx->failed ? ctx->failed : SSL_ENOMEM; goto done; }
         float lv = loss->data[0];
         if (!isfinite(lv)) {
             rc = ssl_fail(err, SSL_ENAN, "step %lld: loss is %s; stopped without saving (last checkpoint: %s)",
@@ -176,8 +179,10 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
         ssl_registry_zero_grad(&m->heads);
         rc = ssl_graph_backward(&g, loss);
         if (rc) goto done;
+        if (ops->after_backward) ops->after_backward(m);
         float lr = ssl_lr_warmup_cosine(ts.step, warmup, total, peak_lr, 0.0f);
         ssl_optim_step(opt, lr);
+        if (ops->after_step) ops->after_step(m);
         ts.step++;
         if (ts.step - first_step == 1) t_first = ssl_time();
         if (cfg->time_budget > 0 && ts.step - first_step == 6 && !cfg->resume[0] &&

@@ -1,0 +1,57 @@
+/* Helpers the methods share: teacher networks, EMA, no-gradient passes. */
+#include "selfsup/method.h"
+#include "selfsup/optim.h"
+
+#include <string.h>
+
+int ssl_resnet_clone(ssl_resnet *dst, const ssl_resnet *src, char *err)
+{
+    /* The init draws are overwritten: a private RNG keeps the caller's stream. */
+    ssl_rng rng;
+    ssl_rng_seed(&rng, 0);
+    int rc = ssl_resnet_init(dst, &src->cfg, &rng, err);
+    if (rc) return rc;
+    ssl_registry_copy_params(&dst->reg, &src->reg);
+    for (int i = 0; i < src->reg.n_buffers; i++)
+        memcpy(dst->reg.buffers[i].data, src->reg.buffers[i].data,
+               sizeof(float) * src->reg.buffers[i].numel);
+    return SSL_OK;
+}
+
+void ssl_registry_copy_params(ssl_registry *dst, const ssl_registry *src)
+{
+    for (int i = 0; i < src->n_params && i < dst->n_params; i++)
+        memcpy(dst->params[i].data, src->params[i].data, sizeof(float) * src->params[i].numel);
+}
+
+void ssl_registry_ema(ssl_registry *dst, const ssl_registry *src, float m)
+{
+    for (int i = 0; i < src->n_params && i < dst->n_params; i++)
+        ssl_ema_update(dst->params[i].data, src->params[i].data, src->params[i].numel, m);
+}
+
+int ssl_graph_no_grad(ssl_graph *g)
+{
+    int r = g->record;
+    g->record = 0;
+    return r;
+}
+
+int ssl_method_views_multicrop(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
+{
+    int ng = cfg->global_crops > 0 ? cfg->global_crops : 2;
+    int nl = cfg->local_crops > 0 ? cfg->local_crops : 0;
+    if (ng + nl > SSL_MAX_VIEWS) return ng + nl; /* create() reports it */
+    for (int v = 0; v < ng; v++) {
+        ssl_aug_simclr(&augs[v], c, h, w);
+        if (cfg->global_scale_min > 0) augs[v].crop_scale_min = cfg->global_scale_min;
+    }
+    for (int v = ng; v < ng + nl; v++) {
+        int s = cfg->local_size > 0 ? cfg->local_size : (h < w ? h : w) * 3 / 7;
+        ssl_aug_simclr(&augs[v], c, s, s);
+        /* ssl_aug_simclr picks the normalization by channels, the blur by size */
+        augs[v].crop_scale_min = cfg->local_scale_min > 0 ? cfg->local_scale_min : 0.05f;
+        augs[v].crop_scale_max = cfg->local_scale_max > 0 ? cfg->local_scale_max : 0.14f;
+    }
+    return ng + nl;
+}

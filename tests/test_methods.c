@@ -1,0 +1,194 @@
+/* Every method against PyTorch 1.13: tests/torch/gen_method_<name>.py writes
+ * a few training steps of the paper's pseudo-code on a tiny encoder
+ * (tests/torch/method_golden.py describes the file); this test loads the
+ * same initial state into selfsup's method, replays the steps and compares
+ * the loss, the gradient of every trained parameter, and every tensor the
+ * golden records after a step (SGD update plus EMA teachers, queues,
+ * centers, running statistics). Each method listed must have its golden:
+ * a missing one fails. Tolerances: loss rtol 1e-4; grads atol tol_grad[0] x
+ * max|grad| (+1e-6: a bias before BN has an exactly zero gradient
+ * that float32 meets only to ~1e-7), rtol tol_grad[1] (from the golden, default 1e-4 / 1e-3);
+ * after-step tensors atol 1e-5 x max|ref| (+1e-7), rtol 1e-4. */
+#define _POSIX_C_SOURCE 200809L
+#include "check.h"
+#include "selfsup/io.h"
+#include "selfsup/optim.h"
+#include "selfsup/train.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *meta_str(const ssl_st_file *f, const char *key)
+{
+    const char *v = ssl_st_meta(f, key);
+    CHECK(v != NULL, "golden metadata '%s' missing", key);
+    return v ? v : "0";
+}
+
+static double meta_num(const ssl_st_file *f, const char *key) { return atof(meta_str(f, key)); }
+
+/* A tensor of m by checkpoint name: its data and size, or NULL. */
+static float *find_tensor(ssl_method *m, const char *name, int64_t *numel)
+{
+    float *p = ssl_registry_find(&m->encoder.reg, name, numel);
+    if (!p) p = ssl_registry_find(&m->heads, name, numel);
+    for (int i = 0; !p && i < m->n_state; i++) {
+        size_t n = strlen(m->state[i].prefix);
+        if (!strncmp(name, m->state[i].prefix, n))
+            p = ssl_registry_find(m->state[i].reg, name + n, numel);
+    }
+    return p;
+}
+
+static double max_abs(const float *x, long n)
+{
+    double m = 0;
+    for (long i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+/* Builds the method of the golden's metadata. */
+static int build(const ssl_st_file *f, const char *method, ssl_ctx *ctx, ssl_method *m)
+{
+    ssl_method_config cfg;
+    ssl_method_config_unset(&cfg);
+    const char *cj = meta_str(f, "config");
+    ssl_json j;
+    char err[SSL_ERR_LEN];
+    if (ssl_json_parse(&j, cj, strlen(cj), err)) {
+        CHECK(0, "%s: config is not JSON: %s", method, err);
+        return 1;
+    }
+    for (int i = 0; i < ssl_method_n_fields; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s", ssl_method_fields[i].name);
+        for (char *p = key; *p; p++) if (*p == '-') *p = '_';
+        const ssl_json *v = ssl_json_get(&j, key);
+        if (v && v->type == SSL_JSON_NUMBER) ssl_method_field_set(&cfg, &ssl_method_fields[i], v->num);
+    }
+    ssl_json_free(&j);
+    ssl_resnet_config enc = {(int)meta_num(f, "depth"), (int)meta_num(f, "width"),
+                             (int)meta_num(f, "in_channels"), SSL_STEM_SMALL};
+    const ssl_method_ops *ops = ssl_method_find(method);
+    CHECK(ops != NULL, "method '%s' unknown", method);
+    if (!ops) return 1;
+    int rc = ssl_method_create(m, ops, &cfg, &enc, &ctx->rng, err);
+    CHECK(rc == SSL_OK, "%s: create: %s", method, err);
+    if (rc) return 1;
+    m->steps_per_epoch = (int)meta_num(f, "steps_per_epoch");
+    rc = ssl_checkpoint_load_tensors(f, method, m, err);
+    CHECK(rc == SSL_OK, "%s: initial state: %s", method, err);
+    return rc != SSL_OK;
+}
+
+/* The golden F32 tensor `name`, which must have n values. */
+static const float *golden(const ssl_st_file *f, const char *name, long n)
+{
+    const ssl_st_entry *e = ssl_st_find(f, name);
+    int ok = e && e->dtype == SSL_DT_F32 && (long)(e->nbytes / sizeof(float)) == n;
+    CHECK(ok, "golden '%s' missing or not %ld F32 values", name, n);
+    return ok ? (const float *)e->data : NULL;
+}
+
+static void replay(const ssl_st_file *f, const char *method)
+{
+    ssl_ctx ctx;
+    ssl_ctx_init(&ctx, 1, 1);
+    ssl_method m;
+    memset(&m, 0, sizeof m);
+    if (build(f, method, &ctx, &m)) goto out;
+    double tg[2] = {1e-4, 1e-3};
+    const char *tj = ssl_st_meta(f, "tol_grad");
+    if (tj) sscanf(tj, "[%lf, %lf]", &tg[0], &tg[1]);
+    int steps = (int)meta_num(f, "steps"), start = (int)meta_num(f, "start_step");
+    ssl_param *params = malloc(sizeof(ssl_param) * (m.encoder.reg.n_params + m.heads.n_params));
+    memcpy(params, m.encoder.reg.params, sizeof(ssl_param) * m.encoder.reg.n_params);
+    memcpy(params + m.encoder.reg.n_params, m.heads.params, sizeof(ssl_param) * m.heads.n_params);
+    int np = m.encoder.reg.n_params + m.heads.n_params;
+    ssl_optim_config oc = {.kind = SSL_OPTIM_SGD, .lr = (float)meta_num(f, "lr")};
+    ssl_optim *opt = NULL;
+    char err[SSL_ERR_LEN];
+    CHECK(ssl_optim_create(&opt, &oc, params, np, err) == SSL_OK, "%s: optimizer: %s", method, err);
+    ssl_graph g;
+    ssl_graph_init(&g, &ctx);
+    for (int k = 0; opt && k < steps; k++) {
+        char key[600];
+        ssl_tensor in[SSL_MAX_VIEWS], *vp[SSL_MAX_VIEWS];
+        int nv = 0;
+        for (; nv < SSL_MAX_VIEWS; nv++) {
+            snprintf(key, sizeof key, "step%d.view%d", k, nv);
+            const ssl_st_entry *e = ssl_st_find(f, key);
+            if (!e) break;
+            int shape[4] = {(int)e->shape[0], (int)e->shape[1], (int)e->shape[2], (int)e->shape[3]};
+            in[nv] = ssl_tensor_wrap((float *)e->data, NULL, 4, shape, SSL_LAYOUT_NCHW);
+            vp[nv] = &in[nv];
+        }
+        CHECK(nv >= 1, "%s: step %d has no views", method, k);
+        ssl_graph_reset(&g);
+        m.step = start + k;
+        m.total_steps = (int64_t)meta_num(f, "total_steps");
+        ssl_tensor *loss = m.ops->loss(&m, &g, vp);
+        CHECK(loss != NULL, "%s: loss failed: %s", method, ctx.err);
+        if (!loss) break;
+        snprintf(key, sizeof key, "step%d.loss", k);
+        const float *lref = golden(f, key, 1);
+        if (lref) CHECK_CLOSE(loss->data, lref, 1, 0.0, 1e-4, key);
+        ssl_registry_zero_grad(&m.encoder.reg);
+        ssl_registry_zero_grad(&m.heads);
+        CHECK(ssl_graph_backward(&g, loss) == SSL_OK, "%s: backward: %s", method, ctx.err);
+        if (m.ops->after_backward) m.ops->after_backward(&m);
+        for (int i = 0; i < np; i++) {
+            snprintf(key, sizeof key, "step%d.grad.%s", k, params[i].name);
+            const float *ref = golden(f, key, params[i].numel);
+            if (!ref) continue;
+            double atol = 1e-6 + tg[0] * max_abs(ref, params[i].numel);
+            CHECK_CLOSE(params[i].grad, ref, params[i].numel, atol, tg[1], key);
+        }
+        ssl_optim_step(opt, oc.lr);
+        if (m.ops->after_step) m.ops->after_step(&m);
+        char prefix[64];
+        int n_after = 0;
+        snprintf(prefix, sizeof prefix, "step%d.after.", k);
+        for (int i = 0; i < f->n; i++) {
+            const ssl_st_entry *e = &f->entries[i];
+            if (strncmp(e->name, prefix, strlen(prefix))) continue;
+            const char *name = e->name + strlen(prefix);
+            int64_t n = 0;
+            float *mine = find_tensor(&m, name, &n);
+            CHECK(mine != NULL, "%s: no tensor '%s' to compare after step %d", method, name, k);
+            if (!mine) continue;
+            const float *ref = golden(f, e->name, n);
+            if (!ref) continue;
+            n_after++;
+            CHECK_CLOSE(mine, ref, n, 1e-7 + 1e-5 * max_abs(ref, n), 1e-4, e->name);
+        }
+        CHECK(n_after > 0, "%s: golden has no after-step tensors for step %d", method, k);
+    }
+    ssl_graph_free(&g);
+    ssl_optim_free(opt);
+    free(params);
+out:
+    ssl_method_free(&m);
+    ssl_ctx_free(&ctx);
+}
+
+int main(void)
+{
+    const char *dir = getenv("SSL_GOLDEN_DIR");
+    if (!dir || !dir[0]) dir = "build/golden";
+    for (const ssl_method_ops *const *ops = ssl_method_list(); *ops; ops++) {
+        char path[1024], err[SSL_ERR_LEN];
+        snprintf(path, sizeof path, "%s/method_%s.safetensors", dir, (*ops)->name);
+        ssl_st_file f;
+        if (ssl_st_load(&f, path, err) != SSL_OK) {
+            CHECK(0, "method %s has no golden: %s", (*ops)->name, err);
+            continue;
+        }
+        int before = check_failed_;
+        replay(&f, (*ops)->name);
+        printf("%-10s %s\n", (*ops)->name, check_failed_ == before ? "matches PyTorch" : "MISMATCH");
+        ssl_st_free(&f);
+    }
+    return check_report("test_methods");
+}
