@@ -86,6 +86,9 @@ typedef struct ssl_method_ops {
     /* The views of one image for images of c x h x w: fills augs, returns
      * their count (<= SSL_MAX_VIEWS). */
     int (*views)(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs);
+    /* Optional: checks that need the batch size (a queue that must be a
+     * multiple of it), before any work. */
+    int (*check_batch)(const struct ssl_method *m, int batch, char *err);
     /* Builds the heads into m->heads and any teacher, queue or center
      * (registered with ssl_method_add_state); m->encoder is built already. */
     int (*init)(struct ssl_method *m, ssl_rng *rng, char *err);
@@ -132,8 +135,9 @@ const ssl_method_ops *const *ssl_method_list(void);
 /* Builds encoder and heads; validates the config first. */
 int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method_config *cfg,
                       const ssl_resnet_config *enc, ssl_rng *rng, char *err);
-/* The training views for images of h x w (m->n_views, m->augs). */
-int ssl_method_set_views(ssl_method *m, int h, int w, char *err);
+/* Before training on images of h x w in batches of `batch`: the views
+ * (m->n_views, m->augs) and the method's checks that need the batch size. */
+int ssl_method_setup_run(ssl_method *m, int h, int w, int batch, char *err);
 void ssl_method_free(ssl_method *m);
 /* Saves reg with the checkpoint, names prefixed; not trained. */
 int ssl_method_add_state(ssl_method *m, const char *prefix, ssl_registry *reg, char *err);
@@ -159,6 +163,13 @@ int ssl_graph_no_grad(ssl_graph *g);
 int ssl_method_views_multicrop(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs);
 
 extern const ssl_method_ops ssl_method_simclr;
+extern const ssl_method_ops ssl_method_moco;    /* MoCo v2 */
+extern const ssl_method_ops ssl_method_byol;
+extern const ssl_method_ops ssl_method_simsiam;
+extern const ssl_method_ops ssl_method_swav;
+extern const ssl_method_ops ssl_method_dino;
+extern const ssl_method_ops ssl_method_barlow;  /* Barlow Twins */
+extern const ssl_method_ops ssl_method_vicreg;
 
 #ifdef __cplusplus
 }

@@ -100,7 +100,7 @@ int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method
     return st;
 }
 
-int ssl_method_set_views(ssl_method *m, int h, int w, char *err)
+int ssl_method_setup_run(ssl_method *m, int h, int w, int batch, char *err)
 {
     int n = m->ops->views(&m->cfg, m->encoder.cfg.in_channels, h, w, m->augs);
     if (n < 1 || n > SSL_MAX_VIEWS)
@@ -111,7 +111,7 @@ int ssl_method_set_views(ssl_method *m, int h, int w, char *err)
             return ssl_fail(err, SSL_EINVAL, "%s: view %d is %dx%d pixels", m->ops->name, v,
                             m->augs[v].out_h, m->augs[v].out_w);
     m->n_views = n;
-    return SSL_OK;
+    return m->ops->check_batch ? m->ops->check_batch(m, batch, err) : SSL_OK;
 }
 
 void ssl_method_free(ssl_method *m)

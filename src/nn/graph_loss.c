@@ -173,9 +173,9 @@ ssl_tensor *ssl_op_gelu(ssl_graph *g, ssl_tensor *x)
 }
 
 /* ---- cosine loss (BYOL, SimSiam) ---- */
-/* Adds s * d cos(u_i, v_i) / du_i to du for every row, u's norms nu (clamped
- * at NORM_EPS as F.normalize does, so a clamped row is divided by eps and its
- * norm takes no gradient). */
+/* du (N, D) += s * d cos(u_i, v_i) / du_i for u, v (N, D) with row norms
+ * nu, nv (N) and cosines cs (N). Norms are clamped at NORM_EPS as in
+ * F.normalize: a clamped row is divided by eps and its norm takes no gradient. */
 static void cosine_grad_rows(float *du, const float *u, const float *v, const float *nu,
                              const float *nv, const float *cs, float s, int N, int D)
 {
@@ -362,8 +362,8 @@ typedef struct barlow_saved {
     float lambda;
 } barlow_saved;
 
-/* Column means and 1 / sqrt(biased var + eps) of z (N, D), then
- * out = (z - mean) * invstd: BatchNorm1d(affine=False) in training. */
+/* BatchNorm1d(affine=False) in training: out (N, D) = (z - mean) * invstd
+ * for z (N, D), invstd (D) = 1 / sqrt(biased var + eps); acc: 2D doubles. */
 static void standardize(float *out, float *invstd, double *acc, const float *z, int N, int D)
 {
     double *sum = acc, *ssq = acc + D;
@@ -382,8 +382,8 @@ static void standardize(float *out, float *invstd, double *acc, const float *z, 
             out[(long)i * D + d] = (float)((z[(long)i * D + d] - sum[d]) * invstd[d]);
 }
 
-/* Backward of standardize: dz += invstd (g - mean(g) - a mean(g a)) per
- * column, for g = dL/da (N, D). */
+/* Backward of standardize: dz (N, D) += invstd (g - mean(g) - a mean(g a))
+ * per column, for gr = dL/da and a the standardized z, both (N, D). */
 static void standardize_bwd(float *dz, const float *gr, const float *a, const float *invstd,
                             double *acc, int N, int D)
 {
@@ -479,9 +479,10 @@ typedef struct vicreg_saved {
     float sim, var, cov_w;
 } vicreg_saved;
 
-/* Centers z (N, D) into x and returns the view's variance term
- * mean_d relu(1 - std_d) and, in *cov_term, sum_{i!=j} C_ij^2 / D; C's
- * diagonal is zeroed (the backward needs only the off-diagonal). */
+/* Centers z (N, D) into x (N, D), sets std (D) and C (D, D) = x^T x / (N - 1)
+ * with its diagonal zeroed (the backward needs only the off-diagonal);
+ * returns the view's variance term mean_d relu(1 - std_d) and, in *cov_term,
+ * sum_{i!=j} C_ij^2 / D. acc: 2D doubles of work space. */
 static double vicreg_view(float *x, float *std, float *C, double *acc, const float *z, int N,
                           int D, float eps, double *cov_term)
 {
@@ -528,7 +529,9 @@ static void vicreg_bwd(ssl_graph *g, ssl_node *n)
         /* cov: d/dx sum_{i!=j} C_ij^2 / D = 4 x C_off / (D (N - 1)) */
         ssl_sgemm(0, 0, N, D, D, 4.0f * s->cov_w * go / ((float)D * (N - 1)), x, D, s->cov[v],
                   D, 0.0f, s->tmp, D);
-        /* variance hinge: relu'(1 - s) (-1 / (2D)) x / ((N - 1) s); relu'(0) = 0 as torch */
+        /* variance hinge: relu'(1 - s) (-1 / (2D)) x / ((N - 1) s), relu'(0) = 0
+         * as in torch. A constant column at eps = 0 has s = 0 and x = 0: torch
+         * gives NaN there, we give 0. */
         for (int i = 0; i < N; i++)
             for (int d = 0; d < D; d++)
                 if (1.0 - sd[d] > 0 && sd[d] > 0)

@@ -96,7 +96,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     rc = ssl_train_encoder_config(cfg, train->c, &enc, err);
     if (rc) return rc;
     rc = ssl_method_create(m, ops, &cfg->mcfg, &enc, &ctx->rng, err);
-    if (!rc) rc = ssl_method_set_views(m, train->h, train->w, err);
+    if (!rc) rc = ssl_method_setup_run(m, train->h, train->w, cfg->batch_size, err);
     if (rc) return rc;
     cfg->mcfg = m->cfg; /* with the method's defaults filled: saved with the run */
     m->steps_per_epoch = train->n / cfg->batch_size;
