@@ -458,9 +458,44 @@ static void bench_fashion(void)
     for (int i = 0; i < 4; i++) free(raw[i]);
 }
 
+/* Collapse measures on embeddings whose answers are known exactly. */
+static void test_embedding_stats(void)
+{
+    enum { N = 600, D = 12 };
+    float *x = malloc(sizeof(float) * N * D);
+    char err[SSL_ERR_LEN];
+    double sn, er;
+    /* every row a multiple of one vector: rank 1, zero spread after normalizing */
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < D; j++) x[i * D + j] = (float)((1 + i % 7) * (j + 1));
+    CHECK(ssl_embedding_stats(x, N, D, &sn, &er, err) == SSL_OK, "stats: %s", err);
+    CHECK(fabs(er - 1) < 1e-3 && sn < 1e-3, "rank-1 embedding: eff rank %g, std %g", er, sn);
+    /* rows cycle through 5 basis vectors: 5 equal singular values -> eff rank 5 */
+    memset(x, 0, sizeof(float) * N * D);
+    for (int i = 0; i < N; i++) x[i * D + i % 5] = 2.0f;
+    CHECK(ssl_embedding_stats(x, N, D, &sn, &er, err) == SSL_OK, "stats: %s", err);
+    CHECK(fabs(er - 5) < 1e-3, "5 orthogonal directions: eff rank %g", er);
+    /* each of those 5 dims is 1 w.p. 1/5: std sqrt(0.16) = 0.4 (x N/(N-1)), 7 dims 0 */
+    double want = 5 * sqrt(0.16 * N / (N - 1)) / D * sqrt((double)D);
+    CHECK(fabs(sn - want) < 1e-6, "std of normalized rows %g, want %g", sn, want);
+    /* a rotated version has the same singular values */
+    for (int i = 0; i < N; i++) {
+        float a = x[i * D + 0], b = x[i * D + 1];
+        x[i * D + 0] = 0.6f * a - 0.8f * b;
+        x[i * D + 1] = 0.8f * a + 0.6f * b;
+    }
+    CHECK(ssl_embedding_stats(x, N, D, &sn, &er, err) == SSL_OK && fabs(er - 5) < 1e-3,
+          "rotated: eff rank %g", er);
+    x[7] = NAN;
+    CHECK(ssl_embedding_stats(x, N, D, &sn, &er, err) == SSL_ENAN, "NaN feature accepted");
+    CHECK(ssl_embedding_stats(x, 1, D, &sn, &er, err) == SSL_EINVAL, "one row accepted");
+    free(x);
+}
+
 int main(void)
 {
-    ssl_blas_set_threads(1); /* the eval code splits work across OpenMP threads */
+    ssl_blas_set_threads(1);
+    test_embedding_stats(); /* the eval code splits work across OpenMP threads */
     test_knn_hand();
     test_knn_random();
     test_logreg_grad();

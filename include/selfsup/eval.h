@@ -79,6 +79,13 @@ int ssl_logreg_fit(const float *X, const int32_t *y, int n, int d, int n_classes
 int ssl_logreg_predict(const float *X, int n, int d, int n_classes, const float *W,
                        const float *b, int32_t *pred, char *err);
 
+/* Collapse measures of x (n, d), d <= 4096: std_norm = mean over dims of
+ * the std of the L2-normalized rows, times sqrt(d) (about 1 for a spread-out
+ * embedding, 0 when collapsed to a point; SimSiam's monitor), eff_rank =
+ * exp(entropy of the normalized singular values of x) (RankMe; 1 .. d). */
+int ssl_embedding_stats(const float *x, int n, int d, double *std_norm, double *eff_rank,
+                        char *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -105,6 +105,7 @@ typedef struct ssl_eval_row {
     int protocols; /* in: SSL_EVAL_KNN | SSL_EVAL_LINEAR; 0 means both. Skipped ones are NaN */
     double knn200, knn20, linear;
     double linear_lambda;
+    double std_norm, eff_rank; /* collapse measures of the test features (NaN: not computed) */
     int dim;
     double seconds;
 } ssl_eval_row;

@@ -59,6 +59,8 @@ void cli_json_eval(FILE *f, const ssl_eval_row *rows, int n)
         json_pct(f, "knn_top1_k20", r->knn20);
         fputc(',', f);
         json_pct(f, "linear_top1", r->linear);
+        if (isnan(r->std_norm)) fprintf(f, ",\"std_norm\":null,\"eff_rank\":null");
+        else fprintf(f, ",\"std_norm\":%.4f,\"eff_rank\":%.2f", r->std_norm, r->eff_rank);
         fprintf(f, ",\"dim\":%d,\"eval_seconds\":%.1f}", r->dim, r->seconds);
     }
     fputc('}', f);

@@ -53,6 +53,7 @@ int ssl_eval_features(const float *train, const int32_t *ytrain, int ntrain, con
     double t0 = ssl_time();
     int which = row->protocols ? row->protocols : SSL_EVAL_KNN | SSL_EVAL_LINEAR;
     row->knn200 = row->knn20 = row->linear = row->linear_lambda = NAN;
+    row->std_norm = row->eff_rank = NAN;
     if (which & SSL_EVAL_KNN) {
         int ks[2] = {200, 20};
         double top1[2];
@@ -90,6 +91,9 @@ int ssl_eval_encoder(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *train,
     if (!rc)
         rc = ssl_eval_features(ftr, train->labels, train->n, fte, test->labels, test->n, d,
                                train->n_classes, seed, row, ctx->err);
+    /* collapse measures: cheap up to ResNet-18/34 widths (d^3 eigenvalues) */
+    if (!rc && d <= 1024)
+        rc = ssl_embedding_stats(fte, test->n, d, &row->std_norm, &row->eff_rank, ctx->err);
     row->seconds = ssl_time() - t0;
     ssl_free(ftr);
     ssl_free(fte);
@@ -122,17 +126,19 @@ int ssl_eval_raw(const ssl_dataset *train, const ssl_dataset *test, uint64_t see
 
 void ssl_eval_print_table(FILE *f, const ssl_eval_row *rows, int n)
 {
-    fprintf(f, "| %-32s | %5s | %10s | %9s | %8s | %7s |\n", "features", "dim", "k-NN k=200",
-            "k-NN k=20", "linear", "eval s");
-    fprintf(f, "|%s|%s|%s|%s|%s|%s|\n", "----------------------------------", "-------",
-            "------------", "-----------", "----------", "---------");
+    fprintf(f, "| %-32s | %5s | %10s | %9s | %8s | %8s | %7s |\n", "features", "dim",
+            "k-NN k=200", "k-NN k=20", "linear", "eff rank", "eval s");
+    fprintf(f, "|%s|%s|%s|%s|%s|%s|%s|\n", "----------------------------------", "-------",
+            "------------", "-----------", "----------", "----------", "---------");
     for (int i = 0; i < n; i++) {
         char v[3][16];
         double x[3] = {rows[i].knn200, rows[i].knn20, rows[i].linear};
         for (int k = 0; k < 3; k++) /* protocols not run show as "-" */
             if (isnan(x[k])) snprintf(v[k], sizeof v[k], "-");
             else snprintf(v[k], sizeof v[k], "%.2f%%", 100 * x[k]);
-        fprintf(f, "| %-32s | %5d | %10s | %9s | %8s | %7.1f |\n", rows[i].name, rows[i].dim,
-                v[0], v[1], v[2], rows[i].seconds);
+        char er[16] = "-";
+        if (!isnan(rows[i].eff_rank)) snprintf(er, sizeof er, "%.1f", rows[i].eff_rank);
+        fprintf(f, "| %-32s | %5d | %10s | %9s | %8s | %8s | %7.1f |\n", rows[i].name,
+                rows[i].dim, v[0], v[1], v[2], er, rows[i].seconds);
     }
 }
