@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Pretrains every method with one common budget (same encoder, data, batch and
+# epochs; each method's own recipe otherwise), evaluates each with k-NN and the
+# linear probe, and writes the comparison table:
+#   runs/methods/results.md     the table (also printed)
+#   runs/methods/<method>.json  each run's `selfsup pretrain --json` result
+# Environment: EPOCHS (default 2), METHODS (default: all), WIDTH (16),
+# BATCH (256), OUT (runs/methods), THREADS (0 = all cores). Extra arguments
+# go to every `selfsup pretrain`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EPOCHS=${EPOCHS:-2}
+WIDTH=${WIDTH:-16}
+BATCH=${BATCH:-256}
+OUT=${OUT:-runs/methods}
+THREADS=${THREADS:-0}
+make -s -j"$(nproc)" build/selfsup
+METHODS=${METHODS:-$(./build/selfsup pretrain --help | awk '/^methods/{on=1; next} on && /^  [a-z]/{print $1} /^$/{if (on) exit}')}
+mkdir -p "$OUT"
+first=1
+for m in $METHODS; do
+    extra=()
+    if [ $first = 1 ]; then extra=(--baselines); first=0; fi # raw pixels and random init, once
+    echo "== $m: $EPOCHS epochs, ResNet-18 w$WIDTH, batch $BATCH" >&2
+    ./build/selfsup pretrain --method "$m" --epochs "$EPOCHS" --width "$WIDTH" \
+        --batch-size "$BATCH" --threads "$THREADS" --out "$OUT/$m" --json "${extra[@]}" "$@" \
+        > "$OUT/$m.out" 2> >(tee "$OUT/$m.err" >&2) || { echo "$m failed (see $OUT/$m.err)" >&2; continue; }
+    tail -n 1 "$OUT/$m.out" > "$OUT/$m.json"
+done
+python3 - "$OUT" $METHODS <<'PY' | tee "$OUT/results.md"
+import json, os, sys
+out, methods = sys.argv[1], sys.argv[2:]
+rows, base = [], None
+for m in methods:
+    p = os.path.join(out, m + ".json")
+    if not os.path.exists(p):
+        rows.append("| %s | failed | | | | | | | |" % m)
+        continue
+    r = json.load(open(p))
+    e = r["eval"]
+    base = base or e
+    enc = e["encoder"]
+    rss = "%.0f" % r["peak_rss_mb"]  # peak RSS of the process at the end of pretraining
+    # collapsed: the features span fewer than 2 effective dimensions (RankMe)
+    collapsed = "yes" if enc["eff_rank"] is not None and enc["eff_rank"] < 2 else "no"
+    rows.append("| %s | %.2f | %.2f | %.2f | %.0f | %.1f | %s | %.2f / %.1f | %s |" % (
+        m, enc["knn_top1_k200"], enc["knn_top1_k20"], enc["linear_top1"], r["img_per_s"],
+        r["train_seconds"] / 60, rss, enc["std_norm"] or 0, enc["eff_rank"] or 0, collapsed))
+print("| method | k-NN k=200 | k-NN k=20 | linear | img/s | train min | peak MiB | std / eff. rank | collapsed |")
+print("|---|---|---|---|---|---|---|---|---|")
+if base:
+    for key, name in (("raw", "raw pixels (784)"), ("random_init", "random-init encoder")):
+        b = base.get(key)
+        if b:
+            er = "%.2f / %.1f" % (b["std_norm"], b["eff_rank"]) if b["eff_rank"] is not None else "-"
+            print("| %s | %.2f | %.2f | %.2f | | | | %s | |" % (name, b["knn_top1_k200"], b["knn_top1_k20"], b["linear_top1"], er))
+for r in rows:
+    print(r)
+PY
