@@ -144,12 +144,15 @@ expect_fail 1 "another architecture" -- $SELFSUP eval "$CK" --width 8
 $PY -c "import sys; sys.path.insert(0, 'tests/torch'); import golden, numpy as np; golden.save(sys.argv[1], {'w': np.zeros((2, 3), np.float32)}, {'format': 'other'})" "$T/other.safetensors"
 expect_fail 1 "not a selfsup checkpoint" -- $SELFSUP eval "$T/other.safetensors"
 
-# ---- resume continues exactly where the run stopped ----
-expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 6 --no-eval --out "$T/full"
-expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 6 --stop-after 3 --no-eval --out "$T/part"
-$PY -c "import json,sys; print(open(sys.argv[1]).read())" /dev/null >/dev/null
-expect_ok $SELFSUP pretrain --resume "$T/part/last.safetensors" --threads 2 --quiet --no-eval
-$PY - "$T/full/last.safetensors" "$T/part/last.safetensors" <<'EOF' && ok || bad "resumed run differs from the uninterrupted one"
+# ---- resume continues exactly where the run stopped, for every method
+# (teachers, queues, centers and schedules included) ----
+METHODS=$($SELFSUP pretrain --help | awk '/^methods/{on=1; next} on && /^  [a-z]/{print $1} /^$/{if (on) exit}')
+[ -n "$METHODS" ] && ok || bad "pretrain --help lists no methods"
+for m in $METHODS; do
+    expect_ok $SELFSUP pretrain "${SMALL[@]}" --method $m --steps 6 --no-eval --out "$T/full_$m" || continue
+    expect_ok $SELFSUP pretrain "${SMALL[@]}" --method $m --steps 6 --stop-after 3 --no-eval --out "$T/part_$m" || continue
+    expect_ok $SELFSUP pretrain --resume "$T/part_$m/last.safetensors" --threads 2 --quiet --no-eval || continue
+    $PY - "$T/full_$m/last.safetensors" "$T/part_$m/last.safetensors" <<'EOF' && ok || bad "$m: resumed run differs from the uninterrupted one"
 import json, struct, sys
 def load(p):
     b = open(p, "rb").read()
@@ -163,6 +166,7 @@ assert ta.keys() == tb.keys()
 diff = [k for k in ta if ta[k] != tb[k]]
 assert not diff, diff[:5]
 EOF
+done
 
 # ---- PyTorch loads the encoder into torchvision's ResNet-18 and agrees ----
 if expect_ok $SELFSUP pretrain --data "$T/sub" --width 64 --batch-size 16 --steps 2 --no-eval --quiet --threads 2 --out "$T/w64" &&

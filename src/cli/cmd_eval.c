@@ -195,19 +195,20 @@ int cmd_info(int argc, char **argv)
         cli_error("info", err);
         return CLI_ERR;
     }
-    long enc = 0, heads = 0, optim = 0;
+    long enc = 0, heads = 0, optim = 0, teacher = 0;
     for (int i = 0; i < f.n; i++) {
         long n = (long)(f.entries[i].nbytes / ssl_dtype_size(f.entries[i].dtype));
         const char *nm = f.entries[i].name;
         if (!strncmp(nm, "optim.", 6)) optim += n;
-        else if (!strncmp(nm, "projector.", 10) || !strncmp(nm, "predictor.", 10)) heads += n;
-        else enc += n;
+        else if (!strncmp(nm, "teacher.", 8)) teacher += n;
+        else if (!strncmp(nm, "conv1.", 6) || !strncmp(nm, "bn1.", 4) || !strncmp(nm, "layer", 5)) enc += n;
+        else heads += n; /* heads and method state (queue, center, ...) */
     }
     if (o.json) {
         printf("{\"path\":");
         ssl_json_write_string(stdout, o.positional);
-        printf(",\"tensors\":%d,\"encoder_values\":%ld,\"head_values\":%ld,\"optimizer_values\":%ld,\"metadata\":{",
-               f.n, enc, heads, optim);
+        printf(",\"tensors\":%d,\"encoder_values\":%ld,\"head_values\":%ld,\"teacher_values\":%ld,"
+               "\"optimizer_values\":%ld,\"metadata\":{", f.n, enc, heads, teacher, optim);
         for (int i = 0; i < f.n_meta; i++) {
             printf("%s", i ? "," : "");
             ssl_json_write_string(stdout, f.meta_keys[i]);
@@ -218,8 +219,8 @@ int cmd_info(int argc, char **argv)
     } else {
         printf("%s\n", o.positional);
         for (int i = 0; i < f.n_meta; i++) printf("  %-14s %s\n", f.meta_keys[i], f.meta_vals[i]);
-        printf("  tensors        %d (encoder %ld values, heads %ld, optimizer state %ld)\n", f.n,
-               enc, heads, optim);
+        printf("  tensors        %d (encoder %ld values, heads and state %ld, teacher %ld, optimizer state %ld)\n",
+               f.n, enc, heads, teacher, optim);
         for (int i = 0; i < f.n && i < 8; i++) {
             printf("    %-40s %s [", f.entries[i].name, ssl_dtype_name(f.entries[i].dtype));
             for (int d = 0; d < f.entries[i].ndim; d++)

@@ -1,0 +1,112 @@
+/* Barlow Twins (Zbontar et al. 2021, Algorithm 1 and the official code,
+ * facebookresearch/barlowtwins main.py): two views through the shared
+ * encoder and a projector; each projection standardized per dimension over
+ * the batch; the cross-correlation c = z1n^T z2n / N pushed to the identity:
+ * sum_i (1 - c_ii)^2 + lambda sum_{i!=j} c_ij^2. No negatives, no teacher. */
+#include "selfsup/method.h"
+
+#include <math.h>
+
+typedef struct barlow_state {
+    ssl_mlp hidden; /* Linear-BN-ReLU-Linear-BN: projector.0, .1, .3, .4 */
+    ssl_tensor out; /* (proj_dim, proj_hidden) last Linear, no bias: projector.6 */
+} barlow_state;
+
+static int barlow_validate(ssl_method_config *cfg, char *err)
+{
+    /* lambda: the official code's default 0.0051 (the paper rounds it to 5e-3).
+     * Projector: the official 8192-8192-8192 would be 130M parameters on our
+     * 128-d features; solo-learn's CIFAR config uses 2048-2048-2048. */
+    if (cfg->lambda == SSL_UNSET) cfg->lambda = 0.0051f;
+    if (cfg->proj_hidden == SSL_UNSET) cfg->proj_hidden = 2048;
+    if (cfg->proj_dim == SSL_UNSET) cfg->proj_dim = 2048;
+    if (!(cfg->lambda >= 0) || !isfinite(cfg->lambda))
+        return ssl_fail(err, SSL_EINVAL, "--lambda must be a finite number >= 0 (got %g)",
+                        cfg->lambda);
+    if (cfg->proj_hidden < 1 || cfg->proj_dim < 1)
+        return ssl_fail(err, SSL_EINVAL, "--proj-hidden and --proj-dim must be >= 1 (got %d, %d)",
+                        cfg->proj_hidden, cfg->proj_dim);
+    return SSL_OK;
+}
+
+static int barlow_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
+{
+    /* Official Transform / transform_prime: crop (0.08, 1), flip 0.5, jitter
+     * 0.4/0.4/0.2/0.1 with p 0.8, grayscale 0.2, blur p 1.0 / 0.1 (sigma
+     * 0.1..2), solarize p 0.0 / 0.2 (threshold 128/255). ssl_aug_simclr turns
+     * blur off at <= 32 px (it destroys tiny images); the asymmetry then
+     * lives in the solarization alone. */
+    for (int v = 0; v < 2; v++) {
+        ssl_aug_simclr(&augs[v], c, h, w);
+        augs[v].saturation = 0.2f;
+        if (augs[v].blur_p > 0) augs[v].blur_p = v == 0 ? 1.0f : 0.1f;
+        augs[v].solarize_p = v == 0 ? 0.0f : 0.2f;
+    }
+    return 2;
+}
+
+static int barlow_check_batch(const ssl_method *m, int batch, char *err)
+{
+    if (batch < 2)
+        return ssl_fail(err, SSL_EINVAL, "barlow: --batch-size must be >= 2 (the loss standardizes "
+                        "over the batch; got %d)", batch);
+    return SSL_OK;
+}
+
+static int barlow_init(ssl_method *m, ssl_rng *rng, char *err)
+{
+    barlow_state *s = ssl_calloc(sizeof *s);
+    if (!s) return ssl_fail(err, SSL_ENOMEM, "barlow: out of memory");
+    m->state_ptr = s;
+    /* The official projector has no bias in any Linear (all but the last are
+     * followed by BN). ssl_mlp gives a last Linear without BN a bias, so the
+     * first two layers are an ssl_mlp whose "last" BN is the second hidden
+     * BN, and the last Linear is registered here at its nn.Sequential index. */
+    int hid = m->cfg.proj_hidden, out = m->cfg.proj_dim;
+    ssl_mlp_spec spec = {.n_layers = 2, .dims = {m->encoder.feat_dim, hid, hid}, .hidden_bn = 1,
+                         .last_bn = 1, .no_bias_before_bn = 1};
+    int ws[2] = {out, hid};
+    if (ssl_mlp_init_spec(&s->hidden, &m->heads, "projector", &spec, rng) ||
+        ssl_registry_param(&m->heads, "projector.6.weight", 2, ws, 0, &s->out))
+        return ssl_fail(err, SSL_ENOMEM, "barlow: out of memory for the projector");
+    ssl_init_uniform(s->out.data, (long)out * hid, 1.0f / sqrtf((float)hid), rng);
+    /* The official model's BatchNorm1d(affine=False) "bn" before the
+     * correlation is part of ssl_op_barlow; its running statistics are never
+     * read, so they are not kept. */
+    return SSL_OK;
+}
+
+/* x (B, C, H, W) -> z (B, proj_dim) */
+static ssl_tensor *barlow_branch(ssl_method *m, ssl_graph *g, ssl_tensor *x)
+{
+    barlow_state *s = m->state_ptr;
+    ssl_tensor *h = ssl_mlp_forward(g, &s->hidden, ssl_resnet_forward(g, &m->encoder, x));
+    return ssl_op_linear(g, ssl_op_relu(g, h), &s->out, NULL);
+}
+
+static ssl_tensor *barlow_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)
+{
+    /* One pass per view, as the official forward (backbone(y1), backbone(y2)):
+     * BN statistics are per view, and running statistics update twice. */
+    ssl_tensor *z1 = barlow_branch(m, g, views[0]);
+    ssl_tensor *z2 = barlow_branch(m, g, views[1]);
+    return ssl_op_barlow(g, z1, z2, m->cfg.lambda);
+}
+
+static void barlow_free(ssl_method *m) { ssl_free(m->state_ptr); }
+
+const ssl_method_ops ssl_method_barlow = {
+    .name = "barlow",
+    .summary = "Barlow Twins: two views, cross-correlation of standardized projections pushed to "
+               "the identity",
+    .defaults = "lambda 0.0051, projector 2048-2048-2048 (paper 8192; solo-learn CIFAR 2048), "
+                "blur 1.0/0.1 (off <= 32 px), solarize 0/0.2; LARS lr 0.2 x batch/256 "
+                "(biases/BN too; paper 0.0048), wd 1.5e-6, 0.5 warm-up epochs",
+    .optim = {"lars", 0.2f, "linear", 1.5e-6f, 0.9f, 0.5f},
+    .validate = barlow_validate,
+    .views = barlow_views,
+    .check_batch = barlow_check_batch,
+    .init = barlow_init,
+    .loss = barlow_loss,
+    .free = barlow_free,
+};
