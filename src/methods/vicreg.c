@@ -1,0 +1,131 @@
+/* VICReg (Bardes, Ponce and LeCun 2022, Algorithm 1 and the official code,
+ * facebookresearch/vicreg main_vicreg.py): two views through the shared
+ * encoder and an expander; the loss is an invariance term (MSE between the
+ * embeddings), a variance hinge keeping each dimension's standard deviation
+ * over the batch at least 1, and a covariance term decorrelating dimensions,
+ * each on its own embedding. No negatives, no teacher. */
+#include "selfsup/method.h"
+
+#include <math.h>
+
+/* The official std = sqrt(var + 0.0001); not an option there either. */
+#define VICREG_EPS 1e-4f
+
+typedef struct vicreg_state {
+    ssl_mlp hidden; /* Linear-BN-ReLU-Linear-BN, with biases: projector.0, .1, .3, .4 */
+    ssl_tensor out; /* (proj_dim, proj_hidden) last Linear, no bias: projector.6 */
+    /* The last batch's unweighted (invariance, variance, covariance) terms,
+     * for logging. */
+    float parts[3];
+} vicreg_state;
+
+static int check_coeff(const char *name, float v, char *err)
+{
+    if (!(v >= 0) || !isfinite(v))
+        return ssl_fail(err, SSL_EINVAL, "--%s must be a finite number >= 0 (got %g)", name, v);
+    return SSL_OK;
+}
+
+static int vicreg_validate(ssl_method_config *cfg, char *err)
+{
+    /* Coefficients: paper and official defaults (lambda = mu = 25, nu = 1).
+     * Expander: the official 8192-8192-8192 would be 130M parameters on our
+     * 128-d features; solo-learn's CIFAR config uses 2048-2048-2048. */
+    if (cfg->sim_coeff == SSL_UNSET) cfg->sim_coeff = 25.0f;
+    if (cfg->std_coeff == SSL_UNSET) cfg->std_coeff = 25.0f;
+    if (cfg->cov_coeff == SSL_UNSET) cfg->cov_coeff = 1.0f;
+    if (cfg->proj_hidden == SSL_UNSET) cfg->proj_hidden = 2048;
+    if (cfg->proj_dim == SSL_UNSET) cfg->proj_dim = 2048;
+    int rc = check_coeff("sim-coeff", cfg->sim_coeff, err);
+    if (!rc) rc = check_coeff("std-coeff", cfg->std_coeff, err);
+    if (!rc) rc = check_coeff("cov-coeff", cfg->cov_coeff, err);
+    if (rc) return rc;
+    if (cfg->sim_coeff == 0 && cfg->std_coeff == 0 && cfg->cov_coeff == 0)
+        return ssl_fail(err, SSL_EINVAL, "--sim-coeff, --std-coeff and --cov-coeff are all 0: "
+                        "the loss would be 0");
+    if (cfg->proj_hidden < 1 || cfg->proj_dim < 1)
+        return ssl_fail(err, SSL_EINVAL, "--proj-hidden and --proj-dim must be >= 1 (got %d, %d)",
+                        cfg->proj_hidden, cfg->proj_dim);
+    return SSL_OK;
+}
+
+static int vicreg_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
+{
+    /* Official TrainTransform / transform_prime (as Barlow Twins): crop
+     * (0.08, 1), flip 0.5, jitter 0.4/0.4/0.2/0.1 with p 0.8, grayscale 0.2,
+     * blur p 1.0 / 0.1 (sigma 0.1..2), solarize p 0.0 / 0.2. ssl_aug_simclr
+     * turns blur off at <= 32 px (it destroys tiny images); the asymmetry
+     * then lives in the solarization alone. */
+    for (int v = 0; v < 2; v++) {
+        ssl_aug_simclr(&augs[v], c, h, w);
+        augs[v].saturation = 0.2f;
+        if (augs[v].blur_p > 0) augs[v].blur_p = v == 0 ? 1.0f : 0.1f;
+        augs[v].solarize_p = v == 0 ? 0.0f : 0.2f;
+    }
+    return 2;
+}
+
+static int vicreg_check_batch(const ssl_method *m, int batch, char *err)
+{
+    if (batch < 2)
+        return ssl_fail(err, SSL_EINVAL, "vicreg: --batch-size must be >= 2 (variance and "
+                        "covariance over the batch; got %d)", batch);
+    return SSL_OK;
+}
+
+static int vicreg_init(ssl_method *m, ssl_rng *rng, char *err)
+{
+    vicreg_state *s = ssl_calloc(sizeof *s);
+    if (!s) return ssl_fail(err, SSL_ENOMEM, "vicreg: out of memory");
+    m->state_ptr = s;
+    /* The official Projector: nn.Linear (with bias) - BN - ReLU per hidden
+     * layer, then nn.Linear(bias=False). ssl_mlp gives a last Linear without
+     * BN a bias, so the first two layers are an ssl_mlp whose "last" BN is
+     * the second hidden BN, and the last Linear is registered here at its
+     * nn.Sequential index. */
+    int hid = m->cfg.proj_hidden, out = m->cfg.proj_dim;
+    ssl_mlp_spec spec = {.n_layers = 2, .dims = {m->encoder.feat_dim, hid, hid}, .hidden_bn = 1,
+                         .last_bn = 1};
+    int ws[2] = {out, hid};
+    if (ssl_mlp_init_spec(&s->hidden, &m->heads, "projector", &spec, rng) ||
+        ssl_registry_param(&m->heads, "projector.6.weight", 2, ws, 0, &s->out))
+        return ssl_fail(err, SSL_ENOMEM, "vicreg: out of memory for the expander");
+    ssl_init_uniform(s->out.data, (long)out * hid, 1.0f / sqrtf((float)hid), rng);
+    return SSL_OK;
+}
+
+/* x (B, C, H, W) -> embedding (B, proj_dim) */
+static ssl_tensor *vicreg_branch(ssl_method *m, ssl_graph *g, ssl_tensor *x)
+{
+    vicreg_state *s = m->state_ptr;
+    ssl_tensor *h = ssl_mlp_forward(g, &s->hidden, ssl_resnet_forward(g, &m->encoder, x));
+    return ssl_op_linear(g, ssl_op_relu(g, h), &s->out, NULL);
+}
+
+static ssl_tensor *vicreg_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)
+{
+    vicreg_state *s = m->state_ptr;
+    /* One pass per view, as the official forward (backbone(x), backbone(y)):
+     * BN statistics are per view, and running statistics update twice. */
+    ssl_tensor *z1 = vicreg_branch(m, g, views[0]);
+    ssl_tensor *z2 = vicreg_branch(m, g, views[1]);
+    return ssl_op_vicreg(g, z1, z2, m->cfg.sim_coeff, m->cfg.std_coeff, m->cfg.cov_coeff,
+                         VICREG_EPS, s->parts);
+}
+
+static void vicreg_free(ssl_method *m) { ssl_free(m->state_ptr); }
+
+const ssl_method_ops ssl_method_vicreg = {
+    .name = "vicreg",
+    .summary = "VICReg: two views, invariance + variance + covariance terms on the embeddings",
+    .defaults = "sim/std/cov coeff 25/25/1, expander 2048-2048-2048 (paper 8192; solo-learn CIFAR "
+                "2048), blur 1.0/0.1 (off <= 32 px), solarize 0/0.2; LARS lr 0.2 x batch/256, "
+                "wd 1e-6, 0.5 warm-up epochs",
+    .optim = {"lars", 0.2f, "linear", 1e-6f, 0.9f, 0.5f},
+    .validate = vicreg_validate,
+    .views = vicreg_views,
+    .check_batch = vicreg_check_batch,
+    .init = vicreg_init,
+    .loss = vicreg_loss,
+    .free = vicreg_free,
+};
