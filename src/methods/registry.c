@@ -4,7 +4,9 @@
 #include <stddef.h>
 #include <string.h>
 
-static const ssl_method_ops *const methods[] = {&ssl_method_simclr, &ssl_method_swav, &ssl_method_dino, &ssl_method_barlow, &ssl_method_vicreg, NULL};
+static const ssl_method_ops *const methods[] = {
+    &ssl_method_simclr, &ssl_method_moco, &ssl_method_byol, &ssl_method_simsiam,
+    &ssl_method_swav,   &ssl_method_dino, &ssl_method_barlow, &ssl_method_vicreg, NULL};
 
 const ssl_method_ops *const *ssl_method_list(void) { return methods; }
 

@@ -1,0 +1,173 @@
+/* BYOL (Grill et al. 2020), as google-deepmind/deepmind-research byol/:
+ * an online network (encoder, projector, predictor) predicts the target
+ * network's projection of the other view; the target (encoder, projector)
+ * is an EMA of the online one and takes no gradient. Loss, summed over both
+ * directions: mean_i 2 - 2 cos(q_online(v0)_i, z_target(v1)_i) + the same
+ * with the views swapped.
+ *
+ * Each view is its own forward pass through each network (the official
+ * apply_once_fn per view), so BN statistics are per view, as there.
+ *
+ * Target update after step k (0-based, m->step during after_step), with
+ * the online weights the optimizer just produced, as the official
+ * _update_fn: target = tau_k target + (1 - tau_k) online,
+ * tau_k = ssl_momentum_cosine(k, total_steps, base_momentum)
+ *       = 1 - (1 - base) (cos(pi k / total) + 1) / 2. Parameters only: the
+ * target's BN running statistics follow its own forward passes (the
+ * official target_state). The target starts as a copy of the online
+ * network (the official code draws it from another seed and reports no
+ * difference). */
+#include "selfsup/method.h"
+#include "selfsup/optim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct byol_state {
+    ssl_mlp projector, predictor; /* in m->heads, projector first (the EMA is index-wise) */
+    ssl_resnet target_enc;        /* saved as "teacher." */
+    ssl_registry target_reg;      /* target projector, names and order as in m->heads */
+    ssl_mlp target_projector;
+} byol_state;
+
+static int byol_validate(ssl_method_config *cfg, char *err)
+{
+    /* The paper's widths (solo-learn keeps them for CIFAR too). */
+    if (cfg->proj_hidden == SSL_UNSET) cfg->proj_hidden = 4096;
+    if (cfg->proj_dim == SSL_UNSET) cfg->proj_dim = 256;
+    if (cfg->pred_hidden == SSL_UNSET) cfg->pred_hidden = 4096;
+    if (cfg->base_momentum == SSL_UNSET) cfg->base_momentum = 0.996f;
+    if (cfg->proj_hidden < 1 || cfg->proj_dim < 1 || cfg->pred_hidden < 1)
+        return ssl_fail(err, SSL_EINVAL, "--proj-hidden, --proj-dim and --pred-hidden must be >= 1");
+    if (!(cfg->base_momentum >= 0 && cfg->base_momentum <= 1))
+        return ssl_fail(err, SSL_EINVAL, "--base-momentum must be in [0, 1] (got %g)", cfg->base_momentum);
+    return SSL_OK;
+}
+
+static int byol_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
+{
+    /* The paper's Appendix B (Table 6): crop area [0.08, 1], flip, jitter 0.4/0.4/0.2/0.1
+     * p 0.8, gray 0.2; blur p 1.0 and 0.1, solarize p 0 and 0.2 (x >= 0.5 ->
+     * 1 - x). Blur stays off at <= 32 px (ssl_aug_simclr's rule). */
+    ssl_aug_simclr(&augs[0], c, h, w);
+    augs[0].saturation = 0.2f;
+    augs[0].solarize_threshold = 0.5f;
+    augs[1] = augs[0];
+    if ((h < w ? h : w) > 32) {
+        augs[0].blur_p = 1.0f;
+        augs[1].blur_p = 0.1f;
+    }
+    augs[0].solarize_p = 0.0f;
+    augs[1].solarize_p = 0.2f;
+    return 2;
+}
+
+/* nn.Linear(in, out[, bias]) at prefix.idx, PyTorch's default init. */
+static int linear(ssl_registry *r, const char *prefix, int idx, int in, int out, int bias,
+                  ssl_tensor *w, ssl_tensor *b, ssl_rng *rng)
+{
+    char name[256];
+    int ws[2] = {out, in};
+    float bound = 1.0f / sqrtf((float)in);
+    snprintf(name, sizeof name, "%s.%d.weight", prefix, idx);
+    if (ssl_registry_param(r, name, 2, ws, 0, w)) return SSL_ENOMEM;
+    ssl_init_uniform(w->data, (long)out * in, bound, rng);
+    memset(b, 0, sizeof *b);
+    if (!bias) return SSL_OK;
+    snprintf(name, sizeof name, "%s.%d.bias", prefix, idx);
+    if (ssl_registry_param(r, name, 1, &out, 1, b)) return SSL_ENOMEM;
+    ssl_init_uniform(b->data, out, bound, rng);
+    return SSL_OK;
+}
+
+/* The official MLP: Linear(in, hidden) BN ReLU Linear(hidden, out) with no
+ * bias in the last layer (networks.py: with_bias=False), which ssl_mlp_spec
+ * cannot express; registered here as nn.Sequential names (prefix.0, .1,
+ * .3) and run by ssl_mlp_forward. */
+static int byol_mlp(ssl_mlp *h, ssl_registry *r, const char *prefix, int in, int hidden, int out,
+                    ssl_rng *rng)
+{
+    char name[256];
+    memset(h, 0, sizeof *h);
+    h->spec = (ssl_mlp_spec){.n_layers = 2, .dims = {in, hidden, out}, .hidden_bn = 1};
+    if (linear(r, prefix, 0, in, hidden, 1, &h->w[0], &h->b[0], rng)) return SSL_ENOMEM;
+    snprintf(name, sizeof name, "%s.1", prefix);
+    if (ssl_registry_bn(r, name, hidden, &h->bn[0])) return SSL_ENOMEM;
+    h->has_bn[0] = 1;
+    return linear(r, prefix, 3, hidden, out, 0, &h->w[1], &h->b[1], rng);
+}
+
+static int byol_init(ssl_method *m, ssl_rng *rng, char *err)
+{
+    byol_state *s = ssl_calloc(sizeof *s);
+    if (!s) return ssl_fail(err, SSL_ENOMEM, "byol: out of memory");
+    m->state_ptr = s;
+    ssl_registry_init(&s->target_reg);
+    const ssl_method_config *c = &m->cfg;
+    int F = m->encoder.feat_dim;
+    if (byol_mlp(&s->projector, &m->heads, "projector", F, c->proj_hidden, c->proj_dim, rng) ||
+        byol_mlp(&s->predictor, &m->heads, "predictor", c->proj_dim, c->pred_hidden, c->proj_dim, rng))
+        return ssl_fail(err, SSL_ENOMEM, "byol: out of memory for the heads");
+    int rc = ssl_resnet_clone(&s->target_enc, &m->encoder, err);
+    if (rc) return rc;
+    /* The draws are overwritten by the copy: a private RNG. */
+    ssl_rng trng;
+    ssl_rng_seed(&trng, 0);
+    if (byol_mlp(&s->target_projector, &s->target_reg, "projector", F, c->proj_hidden, c->proj_dim,
+                 &trng))
+        return ssl_fail(err, SSL_ENOMEM, "byol: out of memory for the target projector");
+    ssl_registry_copy_params(&s->target_reg, &m->heads);
+    rc = ssl_method_add_state(m, "teacher.", &s->target_enc.reg, err);
+    if (!rc) rc = ssl_method_add_state(m, "teacher.", &s->target_reg, err);
+    return rc;
+}
+
+static ssl_tensor *byol_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)
+{
+    byol_state *s = m->state_ptr;
+    ssl_tensor *p[2], *z[2];
+    for (int v = 0; v < 2; v++) {
+        ssl_tensor *h = ssl_resnet_forward(g, &m->encoder, views[v]);
+        p[v] = ssl_mlp_forward(g, &s->predictor, ssl_mlp_forward(g, &s->projector, h));
+    }
+    int r = ssl_graph_no_grad(g);
+    for (int v = 0; v < 2; v++)
+        z[v] = ssl_mlp_forward(g, &s->target_projector, ssl_resnet_forward(g, &s->target_enc, views[v]));
+    g->record = r;
+    /* not recorded, so no gradient reaches the target; detach says so */
+    ssl_tensor *l01 = ssl_op_cosine_loss(g, p[0], ssl_op_detach(g, z[1]), 2.0f, -2.0f);
+    ssl_tensor *l10 = ssl_op_cosine_loss(g, p[1], ssl_op_detach(g, z[0]), 2.0f, -2.0f);
+    return ssl_op_add(g, l01, l10);
+}
+
+static void byol_after_step(ssl_method *m)
+{
+    byol_state *s = m->state_ptr;
+    float tau = ssl_momentum_cosine(m->step, m->total_steps, m->cfg.base_momentum);
+    ssl_registry_ema(&s->target_enc.reg, &m->encoder.reg, tau);
+    ssl_registry_ema(&s->target_reg, &m->heads, tau); /* the projector: first in m->heads */
+}
+
+static void byol_free(ssl_method *m)
+{
+    byol_state *s = m->state_ptr;
+    if (!s) return;
+    ssl_resnet_free(&s->target_enc);
+    ssl_registry_free(&s->target_reg);
+    ssl_free(s);
+}
+
+const ssl_method_ops ssl_method_byol = {
+    .name = "byol",
+    .summary = "BYOL: online network predicts an EMA target's projection of the other view",
+    .defaults = "projector 4096-256, predictor 4096-256 (the paper's), target EMA 0.996 -> 1 (cosine), "
+                "asymmetric blur/solarize; LARS lr 0.2 x batch/256, wd 1.5e-6, 0.5 warm-up epochs",
+    .optim = {"lars", 0.2f, "linear", 1.5e-6f, 0.9f, 0.5f},
+    .validate = byol_validate,
+    .views = byol_views,
+    .init = byol_init,
+    .loss = byol_loss,
+    .after_step = byol_after_step,
+    .free = byol_free,
+};
