@@ -52,6 +52,17 @@ expect_fail 2 "--protocol must be" -- $SELFSUP eval x.safetensors --protocol nop
 expect_fail 1 "--arch 'resnet99' unknown" -- $SELFSUP pretrain "${SMALL[@]}" --arch resnet99 --steps 1
 expect_fail 1 "--temperature must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --temperature 0 --steps 1
 expect_fail 1 "--batch-size 4096 must be in" -- $SELFSUP pretrain "${SMALL[@]}" --batch-size 4096 --steps 1
+# bad method configurations: one line before any training step
+expect_fail 2 "--temperature: '-1' must be a non-negative number" -- $SELFSUP pretrain --method byol --temperature -1
+expect_fail 2 "--queue-size: '1.5' must be a non-negative integer" -- $SELFSUP pretrain --method moco --queue-size 1.5
+expect_fail 1 "--queue-size 1000 must be a multiple of the batch size 32" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --queue-size 1000 --steps 1
+expect_fail 1 "must be a multiple of the batch size" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --queue-size 40 --steps 1
+expect_fail 1 "--local-crops must be >= 1: dino is a multi-crop method" -- $SELFSUP pretrain "${SMALL[@]}" --method dino --local-crops 0 --steps 1
+expect_fail 1 "--local-crops must be >= 1: swav is a multi-crop method" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --local-crops 0 --steps 1
+expect_fail 1 "--teacher-temp and --warmup-teacher-temp must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --method dino --teacher-temp 0 --steps 1
+expect_fail 1 "--temperature must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --temperature 0 --steps 1
+expect_fail 1 "--sinkhorn-iters must be >= 1" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --sinkhorn-iters 0 --steps 1
+expect_fail 1 "--global-crops + --local-crops must be <= 12" -- $SELFSUP pretrain "${SMALL[@]}" --method dino --local-crops 11 --steps 1
 for cmd in pretrain eval embed info; do
     expect_ok $SELFSUP $cmd --help && grep -q "usage: selfsup $cmd" "$T/out" && ok || bad "$cmd --help"
 done

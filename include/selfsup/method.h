@@ -162,6 +162,10 @@ int ssl_graph_no_grad(ssl_graph *g);
  * Returns the number of views. */
 int ssl_method_views_multicrop(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs);
 
+/* The multi-crop options of a filled config: at least one global and one
+ * local crop, at most SSL_MAX_VIEWS views, crop scales in (0, 1]. */
+int ssl_method_check_multicrop(const ssl_method_config *c, const char *method, char *err);
+
 extern const ssl_method_ops ssl_method_simclr;
 extern const ssl_method_ops ssl_method_moco;    /* MoCo v2 */
 extern const ssl_method_ops ssl_method_byol;

@@ -122,7 +122,8 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         if (field >= 0) {
             const ssl_method_field *fd = &ssl_method_fields[field];
             if (!parse_float(val, &f) || !(f >= 0) || (fd->is_int && (f != (float)(long)f || f > 1e9f)))
-                return usage_err(cmd, "%s: '%s' must be a non-negative number (an integer for this option)", name, val);
+                return usage_err(cmd, fd->is_int ? "%s: '%s' must be a non-negative integer"
+                                                 : "%s: '%s' must be a non-negative number", name, val);
             ssl_method_field_set(&t->mcfg, fd, f);
             continue;
         }

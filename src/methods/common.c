@@ -55,3 +55,24 @@ int ssl_method_views_multicrop(const ssl_method_config *cfg, int c, int h, int w
     }
     return ng + nl;
 }
+
+int ssl_method_check_multicrop(const ssl_method_config *c, const char *method, char *err)
+{
+    if (c->global_crops < 1)
+        return ssl_fail(err, SSL_EINVAL, "--global-crops must be >= 1 (got %d)", c->global_crops);
+    if (c->local_crops < 1)
+        return ssl_fail(err, SSL_EINVAL, "--local-crops must be >= 1: %s is a multi-crop method (got %d)",
+                        method, c->local_crops);
+    if (c->global_crops + c->local_crops > SSL_MAX_VIEWS)
+        return ssl_fail(err, SSL_EINVAL, "--global-crops + --local-crops must be <= %d (got %d)",
+                        SSL_MAX_VIEWS, c->global_crops + c->local_crops);
+    if (c->local_size != SSL_UNSET && c->local_size < 1) /* unset: 3/7 of the image side */
+        return ssl_fail(err, SSL_EINVAL, "--local-size must be >= 1 (got %d)", c->local_size);
+    if (!(c->global_scale_min > 0 && c->global_scale_min <= 1))
+        return ssl_fail(err, SSL_EINVAL, "--global-scale-min must be in (0, 1] (got %g)", c->global_scale_min);
+    if (!(c->local_scale_min > 0 && c->local_scale_min <= c->local_scale_max && c->local_scale_max <= 1))
+        return ssl_fail(err, SSL_EINVAL,
+                        "--local-scale-min and --local-scale-max must satisfy 0 < min <= max <= 1 (got %g, %g)",
+                        c->local_scale_min, c->local_scale_max);
+    return SSL_OK;
+}

@@ -31,20 +31,6 @@ typedef struct dino_state {
     int t_rows;
 } dino_state;
 
-/* Checks of the multi-crop options every multi-crop method shares. */
-static int multicrop_check(const ssl_method_config *c, char *err)
-{
-    if (c->global_crops + c->local_crops > SSL_MAX_VIEWS)
-        return ssl_fail(err, SSL_EINVAL, "--global-crops + --local-crops must be <= %d (got %d)",
-                        SSL_MAX_VIEWS, c->global_crops + c->local_crops);
-    if (!(c->global_scale_min > 0 && c->global_scale_min <= 1))
-        return ssl_fail(err, SSL_EINVAL, "--global-scale-min must be in (0, 1] (got %g)", c->global_scale_min);
-    if (!(c->local_scale_min > 0 && c->local_scale_min <= c->local_scale_max && c->local_scale_max <= 1))
-        return ssl_fail(err, SSL_EINVAL,
-                        "--local-scale-min and --local-scale-max must satisfy 0 < min <= max <= 1 (got %g, %g)",
-                        c->local_scale_min, c->local_scale_max);
-    return SSL_OK;
-}
 
 static int dino_validate(ssl_method_config *c, char *err)
 {
@@ -86,7 +72,7 @@ static int dino_validate(ssl_method_config *c, char *err)
     /* the teacher sees images[:2] and its output is chunked in two */
     if (c->global_crops != 2)
         return ssl_fail(err, SSL_EINVAL, "--global-crops must be 2 for dino (got %d)", c->global_crops);
-    return multicrop_check(c, err);
+    return ssl_method_check_multicrop(c, "dino", err);
 }
 
 static int dino_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
