@@ -61,6 +61,7 @@ expect_fail 1 "--local-crops must be >= 1: dino is a multi-crop method" -- $SELF
 expect_fail 1 "--local-crops must be >= 1: swav is a multi-crop method" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --local-crops 0 --steps 1
 expect_fail 1 "--teacher-temp and --warmup-teacher-temp must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --method dino --teacher-temp 0 --steps 1
 expect_fail 1 "--temperature must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --temperature 0 --steps 1
+expect_fail 1 "--prototypes does not apply to simclr" -- $SELFSUP pretrain "${SMALL[@]}" --prototypes 10 --steps 1
 expect_fail 1 "--sinkhorn-iters must be >= 1" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --sinkhorn-iters 0 --steps 1
 expect_fail 1 "--global-crops + --local-crops must be <= 12" -- $SELFSUP pretrain "${SMALL[@]}" --method dino --local-crops 11 --steps 1
 for cmd in pretrain eval embed info; do
@@ -160,8 +161,10 @@ expect_fail 1 "not a selfsup checkpoint" -- $SELFSUP eval "$T/other.safetensors"
 METHODS=$($SELFSUP pretrain --help | awk '/^methods/{on=1; next} on && /^  [a-z]/{print $1} /^$/{if (on) exit}')
 [ -n "$METHODS" ] && ok || bad "pretrain --help lists no methods"
 for m in $METHODS; do
-    expect_ok $SELFSUP pretrain "${SMALL[@]}" --method $m --steps 6 --no-eval --out "$T/full_$m" || continue
-    expect_ok $SELFSUP pretrain "${SMALL[@]}" --method $m --steps 6 --stop-after 3 --no-eval --out "$T/part_$m" || continue
+    args=("${SMALL[@]}")
+    [ $m = dino ] && args=("${args[@]/--proj-dim/--bottleneck-dim}") # DINO's head has no proj-dim
+    expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --no-eval --out "$T/full_$m" || continue
+    expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --stop-after 3 --no-eval --out "$T/part_$m" || continue
     expect_ok $SELFSUP pretrain --resume "$T/part_$m/last.safetensors" --threads 2 --quiet --no-eval || continue
     $PY - "$T/full_$m/last.safetensors" "$T/part_$m/last.safetensors" <<'EOF' && ok || bad "$m: resumed run differs from the uninterrupted one"
 import json, struct, sys

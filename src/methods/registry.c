@@ -82,13 +82,35 @@ int ssl_method_config_check_ranges(const ssl_method_config *c, char *err)
     return SSL_OK;
 }
 
+/* An option set for a method that never reads it is a mistake worth an
+ * error: the fields a method reads are those its validate() fills from
+ * unset (local_size stays unset, meaning 3/7 of the side, where local
+ * crops exist). */
+static int check_applies(const ssl_method_ops *ops, const ssl_method_config *cfg, char *err)
+{
+    ssl_method_config probe;
+    char unused[SSL_ERR_LEN];
+    ssl_method_config_unset(&probe);
+    ops->validate(&probe, unused);
+    for (int i = 0; i < ssl_method_n_fields; i++) {
+        const ssl_method_field *f = &ssl_method_fields[i];
+        int used = ssl_method_field_get(&probe, f) != SSL_UNSET ||
+                   (f->offset == offsetof(ssl_method_config, local_size) && probe.local_crops != SSL_UNSET);
+        if (!used && ssl_method_field_get(cfg, f) != SSL_UNSET)
+            return ssl_fail(err, SSL_EINVAL, "--%s does not apply to %s (see 'selfsup pretrain --help')",
+                            f->name, ops->name);
+    }
+    return SSL_OK;
+}
+
 int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method_config *cfg,
                       const ssl_resnet_config *enc, ssl_rng *rng, char *err)
 {
     memset(m, 0, sizeof *m);
     m->ops = ops;
     m->cfg = *cfg;
-    int st = ops->validate(&m->cfg, err);
+    int st = check_applies(ops, cfg, err);
+    if (!st) st = ops->validate(&m->cfg, err);
     if (st) return st;
     ssl_registry_init(&m->heads);
     ssl_registry_init(&m->extra);
