@@ -40,6 +40,7 @@ expect_ok() {
 # A small real dataset (2000 train / 500 test images of Fashion-MNIST).
 $PY tests/make_subset.py "$T/sub" 2000 500 || bad "make_subset.py failed"
 SMALL=(--data "$T/sub" --width 4 --batch-size 32 --proj-hidden 64 --proj-dim 32 --threads 2 --quiet)
+DINO_SMALL=("${SMALL[@]/--proj-dim/--bottleneck-dim}") # DINO's head has a bottleneck, no proj-dim
 
 # ---- usage errors (exit 2) ----
 expect_fail 2 "unknown option '--bogus'" -- $SELFSUP pretrain --bogus 1
@@ -57,13 +58,13 @@ expect_fail 2 "--temperature: '-1' must be a non-negative number" -- $SELFSUP pr
 expect_fail 2 "--queue-size: '1.5' must be a non-negative integer" -- $SELFSUP pretrain --method moco --queue-size 1.5
 expect_fail 1 "--queue-size 1000 must be a multiple of the batch size 32" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --queue-size 1000 --steps 1
 expect_fail 1 "must be a multiple of the batch size" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --queue-size 40 --steps 1
-expect_fail 1 "--local-crops must be >= 1: dino is a multi-crop method" -- $SELFSUP pretrain "${SMALL[@]}" --method dino --local-crops 0 --steps 1
+expect_fail 1 "--local-crops must be >= 1: dino is a multi-crop method" -- $SELFSUP pretrain "${DINO_SMALL[@]}" --method dino --local-crops 0 --steps 1
 expect_fail 1 "--local-crops must be >= 1: swav is a multi-crop method" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --local-crops 0 --steps 1
-expect_fail 1 "--teacher-temp and --warmup-teacher-temp must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --method dino --teacher-temp 0 --steps 1
+expect_fail 1 "--teacher-temp and --warmup-teacher-temp must be > 0" -- $SELFSUP pretrain "${DINO_SMALL[@]}" --method dino --teacher-temp 0 --steps 1
 expect_fail 1 "--temperature must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --temperature 0 --steps 1
 expect_fail 1 "--prototypes does not apply to simclr" -- $SELFSUP pretrain "${SMALL[@]}" --prototypes 10 --steps 1
 expect_fail 1 "--sinkhorn-iters must be >= 1" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --sinkhorn-iters 0 --steps 1
-expect_fail 1 "--global-crops + --local-crops must be <= 12" -- $SELFSUP pretrain "${SMALL[@]}" --method dino --local-crops 11 --steps 1
+expect_fail 1 "--global-crops + --local-crops must be <= 12" -- $SELFSUP pretrain "${DINO_SMALL[@]}" --method dino --local-crops 11 --steps 1
 for cmd in pretrain eval embed info; do
     expect_ok $SELFSUP $cmd --help && grep -q "usage: selfsup $cmd" "$T/out" && ok || bad "$cmd --help"
 done
@@ -162,7 +163,7 @@ METHODS=$($SELFSUP pretrain --help | awk '/^methods/{on=1; next} on && /^  [a-z]
 [ -n "$METHODS" ] && ok || bad "pretrain --help lists no methods"
 for m in $METHODS; do
     args=("${SMALL[@]}")
-    [ $m = dino ] && args=("${args[@]/--proj-dim/--bottleneck-dim}") # DINO's head has no proj-dim
+    [ $m = dino ] && args=("${DINO_SMALL[@]}")
     expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --no-eval --out "$T/full_$m" || continue
     expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --stop-after 3 --no-eval --out "$T/part_$m" || continue
     expect_ok $SELFSUP pretrain --resume "$T/part_$m/last.safetensors" --threads 2 --quiet --no-eval || continue
