@@ -1,5 +1,5 @@
 /* The arena, the tape and the backward pass. */
-#include "selfsup/graph.h"
+#include "graph_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -149,4 +149,49 @@ int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss)
         if (g->ctx->failed) return g->ctx->failed;
     }
     return SSL_OK;
+}
+
+int ssl_graph_needs_grad(const ssl_tensor *a, const ssl_tensor *b, const ssl_tensor *c)
+{
+    return (a && a->requires_grad) || (b && b->requires_grad) || (c && c->requires_grad);
+}
+
+ssl_node *ssl_graph_record(ssl_graph *g, ssl_backward_fn bw, ssl_tensor *out, ssl_tensor *a,
+                           ssl_tensor *b, ssl_tensor *c, int *fail)
+{
+    *fail = 0;
+    if (!g->record || !ssl_graph_needs_grad(a, b, c)) return NULL;
+    if (g->n_nodes == g->cap_nodes) {
+        int nc = g->cap_nodes ? 2 * g->cap_nodes : 256;
+        ssl_node *nn = realloc(g->nodes, sizeof(ssl_node) * nc);
+        if (!nn) {
+            ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for graph nodes");
+            *fail = 1;
+            return NULL;
+        }
+        g->nodes = nn;
+        g->cap_nodes = nc;
+    }
+    ssl_node *n = &g->nodes[g->n_nodes++];
+    memset(n, 0, sizeof *n);
+    n->backward = bw;
+    n->out = out;
+    n->in[0] = a;
+    n->in[1] = b;
+    n->in[2] = c;
+    out->requires_grad = 1;
+    return n;
+}
+
+void *ssl_graph_saved(ssl_graph *g, size_t bytes)
+{
+    void *p = ssl_arena_alloc(&g->arena, bytes);
+    if (!p) ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for saved activations");
+    return p;
+}
+
+ssl_tensor *ssl_graph_shape_error(ssl_graph *g, const char *op, const char *what)
+{
+    ssl_ctx_fail(g->ctx, SSL_ESHAPE, "%s: %s", op, what);
+    return NULL;
 }

@@ -7,7 +7,7 @@
  *
  * Buffers the backward needs are taken from the arena during the forward, so
  * a backward never allocates and cannot fail. */
-#include "selfsup/graph.h"
+#include "graph_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -21,59 +21,11 @@
  * for them (loss scalars and small heads stay on the calling thread). */
 #define PAR_MIN 16384
 
-/* ---- helpers (the same as in graph_ops.c, where they are static) ---- */
-static int needs_grad(ssl_tensor *a, ssl_tensor *b, ssl_tensor *c)
-{
-    return (a && a->requires_grad) || (b && b->requires_grad) || (c && c->requires_grad);
-}
-
-/* Whether record() will record a node for these inputs: the forward then
- * also prepares what the backward needs. */
+/* Whether ssl_graph_record() will record a node for these inputs: the
+ * forward then also prepares what the backward needs. */
 static int will_record(ssl_graph *g, ssl_tensor *a, ssl_tensor *b)
 {
-    return g->record && needs_grad(a, b, NULL);
-}
-
-/* Records a node when recording and some input wants a gradient. Returns the
- * node, or NULL when none is recorded or on OOM (then *fail is set). */
-static ssl_node *record(ssl_graph *g, ssl_backward_fn bw, ssl_tensor *out, ssl_tensor *a,
-                        ssl_tensor *b, ssl_tensor *c, int *fail)
-{
-    *fail = 0;
-    if (!g->record || !needs_grad(a, b, c)) return NULL;
-    if (g->n_nodes == g->cap_nodes) {
-        int nc = g->cap_nodes ? 2 * g->cap_nodes : 256;
-        ssl_node *nn = realloc(g->nodes, sizeof(ssl_node) * nc);
-        if (!nn) {
-            ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for graph nodes");
-            *fail = 1;
-            return NULL;
-        }
-        g->nodes = nn;
-        g->cap_nodes = nc;
-    }
-    ssl_node *n = &g->nodes[g->n_nodes++];
-    memset(n, 0, sizeof *n);
-    n->backward = bw;
-    n->out = out;
-    n->in[0] = a;
-    n->in[1] = b;
-    n->in[2] = c;
-    out->requires_grad = 1;
-    return n;
-}
-
-static void *arena_or_fail(ssl_graph *g, size_t bytes)
-{
-    void *p = ssl_arena_alloc(&g->arena, bytes);
-    if (!p) ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for saved activations");
-    return p;
-}
-
-static ssl_tensor *shape_error(ssl_graph *g, const char *op, const char *what)
-{
-    ssl_ctx_fail(g->ctx, SSL_ESHAPE, "%s: %s", op, what);
-    return NULL;
+    return g->record && ssl_graph_needs_grad(a, b, NULL);
 }
 
 static ssl_tensor *arg_error(ssl_graph *g, const char *op, const char *what)
@@ -100,7 +52,7 @@ ssl_tensor *ssl_op_detach(ssl_graph *g, ssl_tensor *x)
 {
     if (!x) return NULL;
     /* A new header over the same data: no node, so nothing flows back. */
-    ssl_tensor *y = arena_or_fail(g, sizeof *y);
+    ssl_tensor *y = ssl_graph_saved(g, sizeof *y);
     if (!y) return NULL;
     *y = *x;
     y->grad = NULL;
@@ -131,7 +83,7 @@ ssl_tensor *ssl_op_scale(ssl_graph *g, ssl_tensor *x, float s)
 #pragma omp parallel for simd schedule(static) num_threads(g->ctx->n_threads) if (m >= PAR_MIN)
     for (long i = 0; i < m; i++) py[i] = s * px[i];
     int fail;
-    ssl_node *n = record(g, scale_bwd, y, x, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, scale_bwd, y, x, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) n->fattr[0] = s;
     return y;
@@ -168,7 +120,7 @@ ssl_tensor *ssl_op_gelu(ssl_graph *g, ssl_tensor *x)
         py[i] = (float)(0.5 * v * (1.0 + erf(v * INV_SQRT2)));
     }
     int fail;
-    record(g, gelu_bwd, y, x, NULL, NULL, &fail);
+    ssl_graph_record(g, gelu_bwd, y, x, NULL, NULL, &fail);
     return fail ? NULL : y;
 }
 
@@ -202,11 +154,11 @@ static void cosine_bwd(ssl_graph *g, ssl_node *n)
 ssl_tensor *ssl_op_cosine_loss(ssl_graph *g, ssl_tensor *p, ssl_tensor *z, float a, float b)
 {
     if (!p || !z) return NULL;
-    if (!same_2d(p, z, 1)) return shape_error(g, "cosine_loss", "p and z must both be (N, D)");
+    if (!same_2d(p, z, 1)) return ssl_graph_shape_error(g, "cosine_loss", "p and z must both be (N, D)");
     int N = p->shape[0], D = p->shape[1];
     ssl_tensor *y = new_scalar(g);
     /* row norms of p and z (clamped), then cos(p_i, z_i) */
-    float *saved = arena_or_fail(g, sizeof(float) * 3 * (size_t)N);
+    float *saved = ssl_graph_saved(g, sizeof(float) * 3 * (size_t)N);
     if (!y || !saved) return NULL;
     float *np = saved, *nz = saved + N, *cs = saved + 2 * N;
     double total = 0;
@@ -227,7 +179,7 @@ ssl_tensor *ssl_op_cosine_loss(ssl_graph *g, ssl_tensor *p, ssl_tensor *z, float
     }
     y->data[0] = (float)(a + b * (total / N));
     int fail;
-    ssl_node *n = record(g, cosine_bwd, y, p, z, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, cosine_bwd, y, p, z, NULL, &fail);
     if (fail) return NULL;
     if (n) {
         n->saved = saved;
@@ -254,7 +206,7 @@ ssl_tensor *ssl_op_soft_ce(ssl_graph *g, ssl_tensor *logits, const float *target
 {
     if (!logits) return NULL;
     if (logits->ndim != 2 || logits->shape[0] < 1 || logits->shape[1] < 1)
-        return shape_error(g, "soft_ce", "logits must be (N, K)");
+        return ssl_graph_shape_error(g, "soft_ce", "logits must be (N, K)");
     if (!targets) return arg_error(g, "soft_ce", "targets missing");
     if (!(T > 0) || !isfinite(T)) return arg_error(g, "soft_ce", "temperature must be > 0");
     int N = logits->shape[0], K = logits->shape[1];
@@ -263,7 +215,7 @@ ssl_tensor *ssl_op_soft_ce(ssl_graph *g, ssl_tensor *logits, const float *target
     /* The gradient is computed here, while the targets are at hand, so they
      * need not outlive the call (DINO's teacher output is often scratch). */
     float *gl = NULL;
-    if (will_record(g, logits, NULL) && !(gl = arena_or_fail(g, sizeof(float) * (size_t)N * K)))
+    if (will_record(g, logits, NULL) && !(gl = ssl_graph_saved(g, sizeof(float) * (size_t)N * K)))
         return NULL;
     double loss = 0;
     for (int i = 0; i < N; i++) {
@@ -288,7 +240,7 @@ ssl_tensor *ssl_op_soft_ce(ssl_graph *g, ssl_tensor *logits, const float *target
     }
     y->data[0] = (float)(loss / N);
     int fail;
-    ssl_node *n = record(g, saved_grad_bwd, y, logits, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, saved_grad_bwd, y, logits, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) n->saved = gl;
     return y;
@@ -299,8 +251,8 @@ ssl_tensor *ssl_op_infonce_queue(ssl_graph *g, ssl_tensor *q, ssl_tensor *k, con
                                  int K, float T)
 {
     if (!q || !k) return NULL;
-    if (!same_2d(q, k, 1)) return shape_error(g, "infonce_queue", "q and k must both be (N, D)");
-    if (K < 0) return shape_error(g, "infonce_queue", "queue length K must be >= 0");
+    if (!same_2d(q, k, 1)) return ssl_graph_shape_error(g, "infonce_queue", "q and k must both be (N, D)");
+    if (K < 0) return ssl_graph_shape_error(g, "infonce_queue", "queue length K must be >= 0");
     if (K > 0 && !queue) return arg_error(g, "infonce_queue", "queue missing");
     if (!(T > 0) || !isfinite(T)) return arg_error(g, "infonce_queue", "temperature must be > 0");
     int N = q->shape[0], D = q->shape[1], L = K + 1;
@@ -312,7 +264,7 @@ ssl_tensor *ssl_op_infonce_queue(ssl_graph *g, ssl_tensor *q, ssl_tensor *k, con
     if (!lg) return NULL;
     float *gq = NULL;
     int rec = g->record && q->requires_grad; /* k and the queue take no gradient */
-    if (rec && !(gq = arena_or_fail(g, sizeof(float) * (size_t)N * D))) return NULL;
+    if (rec && !(gq = ssl_graph_saved(g, sizeof(float) * (size_t)N * D))) return NULL;
     for (int i = 0; i < N; i++) {
         const float *qr = q->data + (long)i * D, *kr = k->data + (long)i * D;
         double s = 0;
@@ -346,7 +298,7 @@ ssl_tensor *ssl_op_infonce_queue(ssl_graph *g, ssl_tensor *q, ssl_tensor *k, con
         }
     }
     int fail;
-    ssl_node *n = record(g, saved_grad_bwd, y, q, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, saved_grad_bwd, y, q, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) n->saved = gq;
     return y;
@@ -432,20 +384,20 @@ ssl_tensor *ssl_op_barlow(ssl_graph *g, ssl_tensor *z1, ssl_tensor *z2, float la
 {
     if (!z1 || !z2) return NULL;
     if (!same_2d(z1, z2, 2))
-        return shape_error(g, "barlow", "z1 and z2 must both be (N, D) with N >= 2");
+        return ssl_graph_shape_error(g, "barlow", "z1 and z2 must both be (N, D) with N >= 2");
     int N = z1->shape[0], D = z1->shape[1];
     size_t nd = (size_t)N * D;
     int rec = will_record(g, z1, z2);
     ssl_tensor *y = new_scalar(g);
-    barlow_saved *s = arena_or_fail(g, sizeof *s);
+    barlow_saved *s = ssl_graph_saved(g, sizeof *s);
     if (!y || !s) return NULL;
-    s->a = arena_or_fail(g, sizeof(float) * nd);
-    s->b = arena_or_fail(g, sizeof(float) * nd);
-    s->is1 = arena_or_fail(g, sizeof(float) * D);
-    s->is2 = arena_or_fail(g, sizeof(float) * D);
-    s->c = arena_or_fail(g, sizeof(float) * (size_t)D * D);
-    s->acc = arena_or_fail(g, sizeof(double) * 2 * D);
-    s->tmp = rec ? arena_or_fail(g, sizeof(float) * nd) : NULL;
+    s->a = ssl_graph_saved(g, sizeof(float) * nd);
+    s->b = ssl_graph_saved(g, sizeof(float) * nd);
+    s->is1 = ssl_graph_saved(g, sizeof(float) * D);
+    s->is2 = ssl_graph_saved(g, sizeof(float) * D);
+    s->c = ssl_graph_saved(g, sizeof(float) * (size_t)D * D);
+    s->acc = ssl_graph_saved(g, sizeof(double) * 2 * D);
+    s->tmp = rec ? ssl_graph_saved(g, sizeof(float) * nd) : NULL;
     if (!s->a || !s->b || !s->is1 || !s->is2 || !s->c || !s->acc || (rec && !s->tmp))
         return NULL;
     s->lambda = lambda;
@@ -463,7 +415,7 @@ ssl_tensor *ssl_op_barlow(ssl_graph *g, ssl_tensor *z1, ssl_tensor *z2, float la
         }
     y->data[0] = (float)(on + lambda * off);
     int fail;
-    ssl_node *n = record(g, barlow_bwd, y, z1, z2, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, barlow_bwd, y, z1, z2, NULL, &fail);
     if (fail) return NULL;
     if (n) n->saved = s;
     return y;
@@ -559,22 +511,22 @@ ssl_tensor *ssl_op_vicreg(ssl_graph *g, ssl_tensor *z1, ssl_tensor *z2, float si
 {
     if (!z1 || !z2) return NULL;
     if (!same_2d(z1, z2, 2))
-        return shape_error(g, "vicreg", "z1 and z2 must both be (N, D) with N >= 2");
+        return ssl_graph_shape_error(g, "vicreg", "z1 and z2 must both be (N, D) with N >= 2");
     if (!(eps >= 0) || !isfinite(eps)) return arg_error(g, "vicreg", "eps must be >= 0");
     int N = z1->shape[0], D = z1->shape[1];
     size_t nd = (size_t)N * D, dd = (size_t)D * D;
     int rec = will_record(g, z1, z2);
     ssl_tensor *y = new_scalar(g);
-    vicreg_saved *s = arena_or_fail(g, sizeof *s);
+    vicreg_saved *s = ssl_graph_saved(g, sizeof *s);
     if (!y || !s) return NULL;
     for (int v = 0; v < 2; v++) {
-        s->x[v] = arena_or_fail(g, sizeof(float) * nd);
-        s->std[v] = arena_or_fail(g, sizeof(float) * D);
-        s->cov[v] = arena_or_fail(g, sizeof(float) * dd);
+        s->x[v] = ssl_graph_saved(g, sizeof(float) * nd);
+        s->std[v] = ssl_graph_saved(g, sizeof(float) * D);
+        s->cov[v] = ssl_graph_saved(g, sizeof(float) * dd);
         if (!s->x[v] || !s->std[v] || !s->cov[v]) return NULL;
     }
-    s->acc = arena_or_fail(g, sizeof(double) * 2 * D);
-    s->tmp = rec ? arena_or_fail(g, sizeof(float) * nd) : NULL;
+    s->acc = ssl_graph_saved(g, sizeof(double) * 2 * D);
+    s->tmp = rec ? ssl_graph_saved(g, sizeof(float) * nd) : NULL;
     if (!s->acc || (rec && !s->tmp)) return NULL;
     s->sim = sim;
     s->var = var;
@@ -596,7 +548,7 @@ ssl_tensor *ssl_op_vicreg(ssl_graph *g, ssl_tensor *z1, ssl_tensor *z2, float si
         parts[2] = (float)cov_loss;
     }
     int fail;
-    ssl_node *n = record(g, vicreg_bwd, y, z1, z2, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, vicreg_bwd, y, z1, z2, NULL, &fail);
     if (fail) return NULL;
     if (n) n->saved = s;
     return y;

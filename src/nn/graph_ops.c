@@ -1,58 +1,10 @@
 /* Graph ops: each forward dispatches to the backend and records a node whose
  * backward accumulates into its inputs' gradients. */
-#include "selfsup/graph.h"
+#include "graph_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int needs_grad(ssl_tensor *a, ssl_tensor *b, ssl_tensor *c)
-{
-    return (a && a->requires_grad) || (b && b->requires_grad) || (c && c->requires_grad);
-}
-
-/* Records a node when recording and some input wants a gradient. Returns the
- * node (to fill saved state), or NULL when none is recorded or on OOM (then
- * *fail is set). */
-static ssl_node *record(ssl_graph *g, ssl_backward_fn bw, ssl_tensor *out, ssl_tensor *a,
-                        ssl_tensor *b, ssl_tensor *c, int *fail)
-{
-    *fail = 0;
-    if (!g->record || !needs_grad(a, b, c)) return NULL;
-    if (g->n_nodes == g->cap_nodes) {
-        int nc = g->cap_nodes ? 2 * g->cap_nodes : 256;
-        ssl_node *nn = realloc(g->nodes, sizeof(ssl_node) * nc);
-        if (!nn) {
-            ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for graph nodes");
-            *fail = 1;
-            return NULL;
-        }
-        g->nodes = nn;
-        g->cap_nodes = nc;
-    }
-    ssl_node *n = &g->nodes[g->n_nodes++];
-    memset(n, 0, sizeof *n);
-    n->backward = bw;
-    n->out = out;
-    n->in[0] = a;
-    n->in[1] = b;
-    n->in[2] = c;
-    out->requires_grad = 1;
-    return n;
-}
-
-static void *arena_or_fail(ssl_graph *g, size_t bytes)
-{
-    void *p = ssl_arena_alloc(&g->arena, bytes);
-    if (!p) ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for saved activations");
-    return p;
-}
-
-static ssl_tensor *shape_error(ssl_graph *g, const char *op, const char *what)
-{
-    ssl_ctx_fail(g->ctx, SSL_ESHAPE, "%s: %s", op, what);
-    return NULL;
-}
 
 /* ---- layout change ---- */
 static void copy_layout(float *dst, ssl_layout dl, const float *src, ssl_layout sl, int N,
@@ -80,14 +32,14 @@ static void to_layout_bwd(ssl_graph *g, ssl_node *n)
 ssl_tensor *ssl_op_to_layout(ssl_graph *g, ssl_tensor *x, ssl_layout layout)
 {
     if (!x) return NULL;
-    if (x->ndim != 4) return shape_error(g, "to_layout", "needs a 4-D tensor");
+    if (x->ndim != 4) return ssl_graph_shape_error(g, "to_layout", "needs a 4-D tensor");
     if (x->layout == layout) return x;
     ssl_tensor *y = ssl_tensor_new(g, 4, x->shape, layout);
     if (!y) return NULL;
     copy_layout(y->data, layout, x->data, x->layout, x->shape[0], x->shape[1],
                 x->shape[2] * x->shape[3], 0);
     int fail;
-    record(g, to_layout_bwd, y, x, NULL, NULL, &fail);
+    ssl_graph_record(g, to_layout_bwd, y, x, NULL, NULL, &fail);
     return fail ? NULL : y;
 }
 
@@ -129,17 +81,17 @@ ssl_tensor *ssl_op_conv2d(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, int stride
 {
     if (!x || !w) return NULL;
     if (x->ndim != 4 || w->ndim != 4 || w->shape[1] != x->shape[1])
-        return shape_error(g, "conv2d", "input channels do not match the weight");
-    if (stride < 1 || pad < 0) return shape_error(g, "conv2d", "bad stride or padding");
+        return ssl_graph_shape_error(g, "conv2d", "input channels do not match the weight");
+    if (stride < 1 || pad < 0) return ssl_graph_shape_error(g, "conv2d", "bad stride or padding");
     ssl_conv_desc d = conv_desc(x, w, stride, pad);
-    if (d.OH < 1 || d.OW < 1) return shape_error(g, "conv2d", "input smaller than the kernel");
+    if (d.OH < 1 || d.OW < 1) return ssl_graph_shape_error(g, "conv2d", "input smaller than the kernel");
     int shape[4] = {d.N, d.K, d.OH, d.OW};
     ssl_tensor *y = ssl_tensor_new(g, 4, shape, x->layout);
     if (!y) return NULL;
     g->be->conv2d_fwd(g->ctx, y->data, x->data, w->data, &d);
     if (g->ctx->failed) return NULL;
     int fail;
-    ssl_node *n = record(g, conv2d_bwd, y, x, w, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, conv2d_bwd, y, x, w, NULL, &fail);
     if (fail) return NULL;
     if (n) {
         n->iattr[0] = stride;
@@ -175,18 +127,18 @@ ssl_tensor *ssl_op_batchnorm(ssl_graph *g, ssl_tensor *x, ssl_bn_layer *bn)
     int N, C, HW;
     act_dims(x, &N, &C, &HW);
     if ((x->ndim != 2 && x->ndim != 4) || C != bn->C)
-        return shape_error(g, "batchnorm", "channels do not match the layer");
+        return ssl_graph_shape_error(g, "batchnorm", "channels do not match the layer");
     if (g->training && (long)N * HW < 2)
-        return shape_error(g, "batchnorm", "training needs more than one value per channel");
+        return ssl_graph_shape_error(g, "batchnorm", "training needs more than one value per channel");
     ssl_tensor *y = ssl_tensor_new(g, x->ndim, x->shape, x->layout);
-    float *saved = arena_or_fail(g, sizeof(float) * 2 * C);
+    float *saved = ssl_graph_saved(g, sizeof(float) * 2 * C);
     if (!y || !saved) return NULL;
     g->be->bn_fwd(g->ctx, y->data, saved, saved + C, x->data, bn->weight.data, bn->bias.data,
                   bn->running_mean, bn->running_var, g->training, bn->momentum, bn->eps, N, C,
                   HW, x->layout);
     if (g->training) bn->num_batches_tracked++;
     int fail;
-    ssl_node *n = record(g, batchnorm_bwd, y, x, &bn->weight, &bn->bias, &fail);
+    ssl_node *n = ssl_graph_record(g, batchnorm_bwd, y, x, &bn->weight, &bn->bias, &fail);
     if (fail) return NULL;
     if (n) {
         n->saved = saved;
@@ -211,7 +163,7 @@ ssl_tensor *ssl_op_relu(ssl_graph *g, ssl_tensor *x)
     if (!y) return NULL;
     g->be->relu_fwd(g->ctx, y->data, x->data, ssl_tensor_numel(x));
     int fail;
-    record(g, relu_bwd, y, x, NULL, NULL, &fail);
+    ssl_graph_record(g, relu_bwd, y, x, NULL, NULL, &fail);
     return fail ? NULL : y;
 }
 
@@ -252,22 +204,22 @@ static ssl_tensor *pool(ssl_graph *g, ssl_tensor *x, int k, int stride, int pad,
 {
     if (!x) return NULL;
     if (x->ndim != 4 || k < 1 || stride < 1 || pad < 0 || 2 * pad > k)
-        return shape_error(g, is_max ? "maxpool" : "avgpool", "bad shape, kernel or padding");
+        return ssl_graph_shape_error(g, is_max ? "maxpool" : "avgpool", "bad shape, kernel or padding");
     ssl_pool_desc d = pool_desc(x, k, stride, pad);
-    if (d.OH < 1 || d.OW < 1) return shape_error(g, "pool", "input smaller than the kernel");
+    if (d.OH < 1 || d.OW < 1) return ssl_graph_shape_error(g, "pool", "input smaller than the kernel");
     int shape[4] = {d.N, d.C, d.OH, d.OW};
     ssl_tensor *y = ssl_tensor_new(g, 4, shape, x->layout);
     if (!y) return NULL;
     int32_t *arg = NULL;
     if (is_max) {
-        arg = arena_or_fail(g, sizeof(int32_t) * (size_t)ssl_tensor_numel(y));
+        arg = ssl_graph_saved(g, sizeof(int32_t) * (size_t)ssl_tensor_numel(y));
         if (!arg) return NULL;
         g->be->maxpool_fwd(g->ctx, y->data, arg, x->data, &d);
     } else {
         g->be->avgpool_fwd(g->ctx, y->data, x->data, &d);
     }
     int fail;
-    ssl_node *n = record(g, is_max ? maxpool_bwd : avgpool_bwd, y, x, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, is_max ? maxpool_bwd : avgpool_bwd, y, x, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) {
         n->saved = arg;
@@ -299,14 +251,14 @@ static void gap_bwd(ssl_graph *g, ssl_node *n)
 ssl_tensor *ssl_op_global_avgpool(ssl_graph *g, ssl_tensor *x)
 {
     if (!x) return NULL;
-    if (x->ndim != 4) return shape_error(g, "global_avgpool", "needs a 4-D tensor");
+    if (x->ndim != 4) return ssl_graph_shape_error(g, "global_avgpool", "needs a 4-D tensor");
     int shape[2] = {x->shape[0], x->shape[1]};
     ssl_tensor *y = ssl_tensor_new(g, 2, shape, SSL_LAYOUT_NCHW);
     if (!y) return NULL;
     g->be->gap_fwd(g->ctx, y->data, x->data, x->shape[0], x->shape[1],
                    x->shape[2] * x->shape[3], x->layout);
     int fail;
-    record(g, gap_bwd, y, x, NULL, NULL, &fail);
+    ssl_graph_record(g, gap_bwd, y, x, NULL, NULL, &fail);
     return fail ? NULL : y;
 }
 
@@ -331,14 +283,14 @@ ssl_tensor *ssl_op_linear(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, ssl_tensor
     if (!x || !w) return NULL;
     if (x->ndim != 2 || w->ndim != 2 || w->shape[1] != x->shape[1] ||
         (b && ssl_tensor_numel(b) != w->shape[0]))
-        return shape_error(g, "linear", "input features do not match the weight");
+        return ssl_graph_shape_error(g, "linear", "input features do not match the weight");
     int shape[2] = {x->shape[0], w->shape[0]};
     ssl_tensor *y = ssl_tensor_new(g, 2, shape, SSL_LAYOUT_NCHW);
     if (!y) return NULL;
     g->be->linear_fwd(g->ctx, y->data, x->data, w->data, b ? b->data : NULL, x->shape[0],
                       x->shape[1], w->shape[0]);
     int fail;
-    record(g, linear_bwd, y, x, w, b, &fail);
+    ssl_graph_record(g, linear_bwd, y, x, w, b, &fail);
     return fail ? NULL : y;
 }
 
@@ -361,7 +313,7 @@ ssl_tensor *ssl_op_add(ssl_graph *g, ssl_tensor *a, ssl_tensor *b)
     if (!a || !b) return NULL;
     if (a->ndim != b->ndim || ssl_tensor_numel(a) != ssl_tensor_numel(b) ||
         memcmp(a->shape, b->shape, sizeof(int) * a->ndim) || a->layout != b->layout)
-        return shape_error(g, "add", "shapes or layouts differ");
+        return ssl_graph_shape_error(g, "add", "shapes or layouts differ");
     ssl_tensor *y = ssl_tensor_new(g, a->ndim, a->shape, a->layout);
     if (!y) return NULL;
     long m = ssl_tensor_numel(a);
@@ -370,7 +322,7 @@ ssl_tensor *ssl_op_add(ssl_graph *g, ssl_tensor *a, ssl_tensor *b)
 #pragma omp parallel for simd schedule(static) num_threads(g->ctx->n_threads)
     for (long i = 0; i < m; i++) py[i] = pa[i] + pb[i];
     int fail;
-    record(g, add_bwd, y, a, b, NULL, &fail);
+    ssl_graph_record(g, add_bwd, y, a, b, NULL, &fail);
     return fail ? NULL : y;
 }
 
@@ -412,7 +364,7 @@ ssl_tensor *ssl_op_concat_batch(ssl_graph *g, ssl_tensor *a, ssl_tensor *b)
     if (!a || !b) return NULL;
     if (a->ndim != b->ndim || a->layout != b->layout ||
         memcmp(a->shape + 1, b->shape + 1, sizeof(int) * (a->ndim - 1)))
-        return shape_error(g, "concat", "shapes beyond the batch or layouts differ");
+        return ssl_graph_shape_error(g, "concat", "shapes beyond the batch or layouts differ");
     int shape[4];
     memcpy(shape, a->shape, sizeof shape);
     shape[0] = a->shape[0] + b->shape[0];
@@ -421,7 +373,7 @@ ssl_tensor *ssl_op_concat_batch(ssl_graph *g, ssl_tensor *a, ssl_tensor *b)
     batch_copy(y->data, shape[0], 0, a->data, a->shape[0], 0, a->shape[0], a, 0);
     batch_copy(y->data, shape[0], a->shape[0], b->data, b->shape[0], 0, b->shape[0], b, 0);
     int fail;
-    record(g, concat_bwd, y, a, b, NULL, &fail);
+    ssl_graph_record(g, concat_bwd, y, a, b, NULL, &fail);
     return fail ? NULL : y;
 }
 
@@ -436,7 +388,7 @@ ssl_tensor *ssl_op_slice_batch(ssl_graph *g, ssl_tensor *x, int start, int count
 {
     if (!x) return NULL;
     if (start < 0 || count < 1 || start + count > x->shape[0])
-        return shape_error(g, "slice", "range outside the batch");
+        return ssl_graph_shape_error(g, "slice", "range outside the batch");
     int shape[4];
     memcpy(shape, x->shape, sizeof shape);
     shape[0] = count;
@@ -444,7 +396,7 @@ ssl_tensor *ssl_op_slice_batch(ssl_graph *g, ssl_tensor *x, int start, int count
     if (!y) return NULL;
     batch_copy(y->data, count, 0, x->data, x->shape[0], start, count, x, 0);
     int fail;
-    ssl_node *n = record(g, slice_bwd, y, x, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, slice_bwd, y, x, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) n->iattr[0] = start;
     return y;
@@ -473,11 +425,11 @@ static void l2norm_bwd(ssl_graph *g, ssl_node *n)
 ssl_tensor *ssl_op_l2normalize(ssl_graph *g, ssl_tensor *x)
 {
     if (!x) return NULL;
-    if (x->ndim != 2) return shape_error(g, "l2normalize", "needs a 2-D tensor");
+    if (x->ndim != 2) return ssl_graph_shape_error(g, "l2normalize", "needs a 2-D tensor");
     int N = x->shape[0], D = x->shape[1];
     const float eps = 1e-12f;
     ssl_tensor *y = ssl_tensor_new(g, 2, x->shape, SSL_LAYOUT_NCHW);
-    float *norm = arena_or_fail(g, sizeof(float) * N);
+    float *norm = ssl_graph_saved(g, sizeof(float) * N);
     if (!y || !norm) return NULL;
     for (int i = 0; i < N; i++) {
         const float *xr = x->data + (long)i * D;
@@ -488,7 +440,7 @@ ssl_tensor *ssl_op_l2normalize(ssl_graph *g, ssl_tensor *x)
         for (int j = 0; j < D; j++) y->data[(long)i * D + j] = xr[j] / norm[i];
     }
     int fail;
-    ssl_node *n = record(g, l2norm_bwd, y, x, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, l2norm_bwd, y, x, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) {
         n->saved = norm;
@@ -518,14 +470,14 @@ ssl_tensor *ssl_op_matmul(ssl_graph *g, ssl_tensor *a, ssl_tensor *b, int trans_
 {
     if (!a || !b) return NULL;
     if (a->ndim != 2 || b->ndim != 2 || a->shape[1] != b->shape[trans_b ? 1 : 0])
-        return shape_error(g, "matmul", "inner dimensions differ");
+        return ssl_graph_shape_error(g, "matmul", "inner dimensions differ");
     int M = a->shape[0], K = a->shape[1], N = b->shape[trans_b ? 0 : 1];
     int shape[2] = {M, N};
     ssl_tensor *y = ssl_tensor_new(g, 2, shape, SSL_LAYOUT_NCHW);
     if (!y) return NULL;
     ssl_sgemm(0, trans_b, M, N, K, 1.0f, a->data, K, b->data, trans_b ? K : N, 0.0f, y->data, N);
     int fail;
-    ssl_node *n = record(g, matmul_bwd, y, a, b, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, matmul_bwd, y, a, b, NULL, &fail);
     if (fail) return NULL;
     if (n) n->iattr[0] = trans_b;
     return y;
@@ -548,14 +500,14 @@ static void softmax_ce_bwd(ssl_graph *g, ssl_node *n)
 ssl_tensor *ssl_op_softmax_ce(ssl_graph *g, ssl_tensor *logits, const int32_t *labels)
 {
     if (!logits) return NULL;
-    if (logits->ndim != 2) return shape_error(g, "softmax_ce", "logits must be 2-D");
+    if (logits->ndim != 2) return ssl_graph_shape_error(g, "softmax_ce", "logits must be 2-D");
     int N = logits->shape[0], C = logits->shape[1];
     for (int i = 0; i < N; i++)
         if (labels[i] < 0 || labels[i] >= C)
-            return shape_error(g, "softmax_ce", "label out of range");
+            return ssl_graph_shape_error(g, "softmax_ce", "label out of range");
     int one = 1;
     ssl_tensor *y = ssl_tensor_new(g, 1, &one, SSL_LAYOUT_NCHW);
-    float *p = arena_or_fail(g, sizeof(float) * ((size_t)N * C + N));
+    float *p = ssl_graph_saved(g, sizeof(float) * ((size_t)N * C + N));
     if (!y || !p) return NULL;
     memcpy(p + (long)N * C, labels, sizeof(int32_t) * N);
     double loss = 0;
@@ -570,7 +522,7 @@ ssl_tensor *ssl_op_softmax_ce(ssl_graph *g, ssl_tensor *logits, const int32_t *l
     }
     y->data[0] = (float)(loss / N);
     int fail;
-    ssl_node *n = record(g, softmax_ce_bwd, y, logits, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, softmax_ce_bwd, y, logits, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) n->saved = p;
     return y;
@@ -601,12 +553,12 @@ ssl_tensor *ssl_op_ntxent(ssl_graph *g, ssl_tensor *z, float temperature)
 {
     if (!z) return NULL;
     if (z->ndim != 2 || z->shape[0] < 2 || z->shape[0] % 2)
-        return shape_error(g, "ntxent", "needs (2N, D) embeddings");
-    if (!(temperature > 0)) return shape_error(g, "ntxent", "temperature must be > 0");
+        return ssl_graph_shape_error(g, "ntxent", "needs (2N, D) embeddings");
+    if (!(temperature > 0)) return ssl_graph_shape_error(g, "ntxent", "temperature must be > 0");
     int M = z->shape[0], D = z->shape[1], half = M / 2;
     int one = 1;
     ssl_tensor *y = ssl_tensor_new(g, 1, &one, SSL_LAYOUT_NCHW);
-    float *p = arena_or_fail(g, sizeof(float) * (size_t)M * M);
+    float *p = ssl_graph_saved(g, sizeof(float) * (size_t)M * M);
     if (!y || !p) return NULL;
     ssl_sgemm(0, 1, M, M, D, 1.0f / temperature, z->data, D, z->data, D, 0.0f, p, M);
     double loss = 0;
@@ -625,7 +577,7 @@ ssl_tensor *ssl_op_ntxent(ssl_graph *g, ssl_tensor *z, float temperature)
     }
     y->data[0] = (float)(loss / M);
     int fail;
-    ssl_node *n = record(g, ntxent_bwd, y, z, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, ntxent_bwd, y, z, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) {
         n->saved = p;
