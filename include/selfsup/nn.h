@@ -109,6 +109,7 @@ typedef struct ssl_mlp_spec {
     int last_bn;                         /* 0 none, 1 BN, 2 BN without affine */
     ssl_act_kind act;
     int no_bias_before_bn;               /* linear layers followed by BN have no bias */
+    int no_last_bias;                    /* the last linear layer has no bias */
 } ssl_mlp_spec;
 
 typedef struct ssl_mlp {

@@ -8,8 +8,7 @@
 #include <math.h>
 
 typedef struct barlow_state {
-    ssl_mlp hidden; /* Linear-BN-ReLU-Linear-BN: projector.0, .1, .3, .4 */
-    ssl_tensor out; /* (proj_dim, proj_hidden) last Linear, no bias: projector.6 */
+    ssl_mlp projector; /* Linear-BN-ReLU-Linear-BN-ReLU-Linear, no biases: projector.0/1/3/4/6 */
 } barlow_state;
 
 static int barlow_validate(ssl_method_config *cfg, char *err)
@@ -58,18 +57,13 @@ static int barlow_init(ssl_method *m, ssl_rng *rng, char *err)
     barlow_state *s = ssl_calloc(sizeof *s);
     if (!s) return ssl_fail(err, SSL_ENOMEM, "barlow: out of memory");
     m->state_ptr = s;
-    /* The official projector has no bias in any Linear (all but the last are
-     * followed by BN). ssl_mlp gives a last Linear without BN a bias, so the
-     * first two layers are an ssl_mlp whose "last" BN is the second hidden
-     * BN, and the last Linear is registered here at its nn.Sequential index. */
-    int hid = m->cfg.proj_hidden, out = m->cfg.proj_dim;
-    ssl_mlp_spec spec = {.n_layers = 2, .dims = {m->encoder.feat_dim, hid, hid}, .hidden_bn = 1,
-                         .last_bn = 1, .no_bias_before_bn = 1};
-    int ws[2] = {out, hid};
-    if (ssl_mlp_init_spec(&s->hidden, &m->heads, "projector", &spec, rng) ||
-        ssl_registry_param(&m->heads, "projector.6.weight", 2, ws, 0, &s->out))
+    /* The official projector has no bias in any Linear (all but the last
+     * are followed by BN). */
+    int hid = m->cfg.proj_hidden;
+    ssl_mlp_spec spec = {.n_layers = 3, .dims = {m->encoder.feat_dim, hid, hid, m->cfg.proj_dim},
+                         .hidden_bn = 1, .no_bias_before_bn = 1, .no_last_bias = 1};
+    if (ssl_mlp_init_spec(&s->projector, &m->heads, "projector", &spec, rng))
         return ssl_fail(err, SSL_ENOMEM, "barlow: out of memory for the projector");
-    ssl_init_uniform(s->out.data, (long)out * hid, 1.0f / sqrtf((float)hid), rng);
     /* The official model's BatchNorm1d(affine=False) "bn" before the
      * correlation is part of ssl_op_barlow; its running statistics are never
      * read, so they are not kept. */
@@ -80,8 +74,7 @@ static int barlow_init(ssl_method *m, ssl_rng *rng, char *err)
 static ssl_tensor *barlow_branch(ssl_method *m, ssl_graph *g, ssl_tensor *x)
 {
     barlow_state *s = m->state_ptr;
-    ssl_tensor *h = ssl_mlp_forward(g, &s->hidden, ssl_resnet_forward(g, &m->encoder, x));
-    return ssl_op_linear(g, ssl_op_relu(g, h), &s->out, NULL);
+    return ssl_mlp_forward(g, &s->projector, ssl_resnet_forward(g, &m->encoder, x));
 }
 
 static ssl_tensor *barlow_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)

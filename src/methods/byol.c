@@ -63,39 +63,14 @@ static int byol_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug
     return 2;
 }
 
-/* nn.Linear(in, out[, bias]) at prefix.idx, PyTorch's default init. */
-static int linear(ssl_registry *r, const char *prefix, int idx, int in, int out, int bias,
-                  ssl_tensor *w, ssl_tensor *b, ssl_rng *rng)
-{
-    char name[256];
-    int ws[2] = {out, in};
-    float bound = 1.0f / sqrtf((float)in);
-    snprintf(name, sizeof name, "%s.%d.weight", prefix, idx);
-    if (ssl_registry_param(r, name, 2, ws, 0, w)) return SSL_ENOMEM;
-    ssl_init_uniform(w->data, (long)out * in, bound, rng);
-    memset(b, 0, sizeof *b);
-    if (!bias) return SSL_OK;
-    snprintf(name, sizeof name, "%s.%d.bias", prefix, idx);
-    if (ssl_registry_param(r, name, 1, &out, 1, b)) return SSL_ENOMEM;
-    ssl_init_uniform(b->data, out, bound, rng);
-    return SSL_OK;
-}
-
 /* The official MLP: Linear(in, hidden) BN ReLU Linear(hidden, out) with no
- * bias in the last layer (networks.py: with_bias=False), which ssl_mlp_spec
- * cannot express; registered here as nn.Sequential names (prefix.0, .1,
- * .3) and run by ssl_mlp_forward. */
+ * bias in the last layer (networks.py: with_bias=False); nn.Sequential
+ * names prefix.0, .1, .3. */
 static int byol_mlp(ssl_mlp *h, ssl_registry *r, const char *prefix, int in, int hidden, int out,
                     ssl_rng *rng)
 {
-    char name[256];
-    memset(h, 0, sizeof *h);
-    h->spec = (ssl_mlp_spec){.n_layers = 2, .dims = {in, hidden, out}, .hidden_bn = 1};
-    if (linear(r, prefix, 0, in, hidden, 1, &h->w[0], &h->b[0], rng)) return SSL_ENOMEM;
-    snprintf(name, sizeof name, "%s.1", prefix);
-    if (ssl_registry_bn(r, name, hidden, &h->bn[0])) return SSL_ENOMEM;
-    h->has_bn[0] = 1;
-    return linear(r, prefix, 3, hidden, out, 0, &h->w[1], &h->b[1], rng);
+    ssl_mlp_spec spec = {.n_layers = 2, .dims = {in, hidden, out}, .hidden_bn = 1, .no_last_bias = 1};
+    return ssl_mlp_init_spec(h, r, prefix, &spec, rng);
 }
 
 static int byol_init(ssl_method *m, ssl_rng *rng, char *err)

@@ -12,8 +12,7 @@
 #define VICREG_EPS 1e-4f
 
 typedef struct vicreg_state {
-    ssl_mlp hidden; /* Linear-BN-ReLU-Linear-BN, with biases: projector.0, .1, .3, .4 */
-    ssl_tensor out; /* (proj_dim, proj_hidden) last Linear, no bias: projector.6 */
+    ssl_mlp projector; /* Linear-BN-ReLU-Linear-BN-ReLU-Linear: projector.0/1/3/4/6 */
     /* The last batch's unweighted (invariance, variance, covariance) terms,
      * for logging. */
     float parts[3];
@@ -79,18 +78,12 @@ static int vicreg_init(ssl_method *m, ssl_rng *rng, char *err)
     if (!s) return ssl_fail(err, SSL_ENOMEM, "vicreg: out of memory");
     m->state_ptr = s;
     /* The official Projector: nn.Linear (with bias) - BN - ReLU per hidden
-     * layer, then nn.Linear(bias=False). ssl_mlp gives a last Linear without
-     * BN a bias, so the first two layers are an ssl_mlp whose "last" BN is
-     * the second hidden BN, and the last Linear is registered here at its
-     * nn.Sequential index. */
-    int hid = m->cfg.proj_hidden, out = m->cfg.proj_dim;
-    ssl_mlp_spec spec = {.n_layers = 2, .dims = {m->encoder.feat_dim, hid, hid}, .hidden_bn = 1,
-                         .last_bn = 1};
-    int ws[2] = {out, hid};
-    if (ssl_mlp_init_spec(&s->hidden, &m->heads, "projector", &spec, rng) ||
-        ssl_registry_param(&m->heads, "projector.6.weight", 2, ws, 0, &s->out))
+     * layer, then nn.Linear(bias=False). */
+    int hid = m->cfg.proj_hidden;
+    ssl_mlp_spec spec = {.n_layers = 3, .dims = {m->encoder.feat_dim, hid, hid, m->cfg.proj_dim},
+                         .hidden_bn = 1, .no_last_bias = 1};
+    if (ssl_mlp_init_spec(&s->projector, &m->heads, "projector", &spec, rng))
         return ssl_fail(err, SSL_ENOMEM, "vicreg: out of memory for the expander");
-    ssl_init_uniform(s->out.data, (long)out * hid, 1.0f / sqrtf((float)hid), rng);
     return SSL_OK;
 }
 
@@ -98,8 +91,7 @@ static int vicreg_init(ssl_method *m, ssl_rng *rng, char *err)
 static ssl_tensor *vicreg_branch(ssl_method *m, ssl_graph *g, ssl_tensor *x)
 {
     vicreg_state *s = m->state_ptr;
-    ssl_tensor *h = ssl_mlp_forward(g, &s->hidden, ssl_resnet_forward(g, &m->encoder, x));
-    return ssl_op_linear(g, ssl_op_relu(g, h), &s->out, NULL);
+    return ssl_mlp_forward(g, &s->projector, ssl_resnet_forward(g, &m->encoder, x));
 }
 
 static ssl_tensor *vicreg_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)

@@ -34,7 +34,7 @@ int ssl_mlp_init_spec(ssl_mlp *h, ssl_registry *r, const char *prefix, const ssl
     for (int i = 0; i < spec->n_layers; i++) {
         int last = i == spec->n_layers - 1;
         int bn = last ? spec->last_bn : spec->hidden_bn;
-        int bias = !(bn && spec->no_bias_before_bn);
+        int bias = !(bn && spec->no_bias_before_bn) && !(last && spec->no_last_bias);
         int out = spec->dims[i + 1];
         if (linear_layer(r, prefix, idx++, spec->dims[i], out, bias, &h->w[i], &h->b[i], rng))
             return SSL_ENOMEM;
