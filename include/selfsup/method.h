@@ -166,6 +166,11 @@ int ssl_method_views_multicrop(const ssl_method_config *cfg, int c, int h, int w
  * local crop, at most SSL_MAX_VIEWS views, crop scales in (0, 1]. */
 int ssl_method_check_multicrop(const ssl_method_config *c, const char *method, char *err);
 
+/* Multi-crop encoding as the official code does it: each run of
+ * consecutive views of one size is one encoder pass (its own BN statistics);
+ * views[v] (B, C, H_v, W_v) -> features (n * B, feat_dim) in view order. */
+ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_resnet *enc, ssl_tensor *const *views, int n);
+
 extern const ssl_method_ops ssl_method_simclr;
 extern const ssl_method_ops ssl_method_moco;    /* MoCo v2 */
 extern const ssl_method_ops ssl_method_byol;

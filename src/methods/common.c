@@ -76,3 +76,21 @@ int ssl_method_check_multicrop(const ssl_method_config *c, const char *method, c
                         c->local_scale_min, c->local_scale_max);
     return SSL_OK;
 }
+
+ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_resnet *enc, ssl_tensor *const *views, int n)
+{
+    ssl_tensor *out = NULL;
+    for (int s = 0; s < n;) {
+        int e = s + 1; /* views[s..e) share a size: one pass, one set of BN statistics */
+        while (e < n && views[e]->shape[2] == views[s]->shape[2] &&
+               views[e]->shape[3] == views[s]->shape[3])
+            e++;
+        ssl_tensor *x = views[s];
+        for (int v = s + 1; v < e; v++) x = ssl_op_concat_batch(g, x, views[v]);
+        ssl_tensor *h = ssl_resnet_forward(g, enc, x);
+        out = s == 0 ? h : ssl_op_concat_batch(g, out, h);
+        if (!out) return NULL;
+        s = e;
+    }
+    return out;
+}

@@ -158,26 +158,6 @@ static int dino_init(ssl_method *m, ssl_rng *rng, char *err)
     return ssl_method_add_state(m, "teacher.", &s->teacher_head, err);
 }
 
-/* The encoder over all views, consecutive views of the same size as one
- * batch (BN statistics per resolution, as main_dino.py's MultiCropWrapper
- * does) -> features (n * B, feat_dim) in view order. */
-static ssl_tensor *encode_views(ssl_graph *g, ssl_resnet *enc, ssl_tensor *const *views, int n)
-{
-    ssl_tensor *out = NULL;
-    for (int s = 0; s < n;) {
-        int e = s + 1;
-        while (e < n && views[e]->shape[2] == views[s]->shape[2] && views[e]->shape[3] == views[s]->shape[3])
-            e++;
-        ssl_tensor *x = views[s];
-        for (int v = s + 1; v < e; v++) x = ssl_op_concat_batch(g, x, views[v]);
-        ssl_tensor *h = ssl_resnet_forward(g, enc, x);
-        out = s == 0 ? h : ssl_op_concat_batch(g, out, h);
-        if (!out) return NULL;
-        s = e;
-    }
-    return out;
-}
-
 /* DINOLoss.teacher_temp_schedule[epoch]: linspace(warmup, final, E) over the
  * first E epochs, then final. */
 static double teacher_temp(const ssl_method *m)
@@ -201,7 +181,7 @@ static ssl_tensor *dino_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vie
     for (int v = 1; v < ng; v++) tx = ssl_op_concat_batch(g, tx, views[v]);
     ssl_tensor *t = head_forward(g, &s->teacher, ssl_resnet_forward(g, &s->teacher_enc, tx));
     g->record = r;
-    ssl_tensor *st = head_forward(g, &s->student, encode_views(g, &m->encoder, views, n));
+    ssl_tensor *st = head_forward(g, &s->student, ssl_method_encode_views(g, &m->encoder, views, n));
     if (!t || !st) return NULL;
     /* centering and sharpening of the teacher, in double */
     float *q = ssl_arena_alloc(&g->arena, sizeof(float) * (size_t)ng * B * O);

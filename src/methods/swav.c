@@ -102,26 +102,6 @@ static int swav_init(ssl_method *m, ssl_rng *rng, char *err)
     return SSL_OK;
 }
 
-/* The encoder over all views, consecutive views of the same size as one
- * batch (BN statistics per resolution, as main_swav.py's multi-crop forward
- * does) -> features (n * B, feat_dim) in view order. */
-static ssl_tensor *encode_views(ssl_graph *g, ssl_resnet *enc, ssl_tensor *const *views, int n)
-{
-    ssl_tensor *out = NULL;
-    for (int s = 0; s < n;) {
-        int e = s + 1;
-        while (e < n && views[e]->shape[2] == views[s]->shape[2] && views[e]->shape[3] == views[s]->shape[3])
-            e++;
-        ssl_tensor *x = views[s];
-        for (int v = s + 1; v < e; v++) x = ssl_op_concat_batch(g, x, views[v]);
-        ssl_tensor *h = ssl_resnet_forward(g, enc, x);
-        out = s == 0 ? h : ssl_op_concat_batch(g, out, h);
-        if (!out) return NULL;
-        s = e;
-    }
-    return out;
-}
-
 /* w (K, D): each row to unit L2 norm, in place (F.normalize, eps 1e-12). */
 static void normalize_rows(float *w, int K, int D)
 {
@@ -188,7 +168,7 @@ static ssl_tensor *swav_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vie
     const int K = c->prototypes, D = c->proj_dim, Q = c->queue_size;
     /* main_swav.py: w = normalize(w) under no_grad at the start of each iteration */
     normalize_rows(s->prototypes.data, K, D);
-    ssl_tensor *h = encode_views(g, &m->encoder, views, n);
+    ssl_tensor *h = ssl_method_encode_views(g, &m->encoder, views, n);
     /* the projector's BN sees all crops at once, as forward_head does */
     ssl_tensor *z = ssl_op_l2normalize(g, ssl_mlp_forward(g, &s->projector, h));
     ssl_tensor *scores = ssl_op_linear(g, z, &s->prototypes, NULL); /* (n * B, K) */
