@@ -162,6 +162,10 @@ int ssl_graph_no_grad(ssl_graph *g);
  * Returns the number of views. */
 int ssl_method_views_multicrop(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs);
 
+/* BYOL's asymmetric pair of views (blur 1.0 / 0.1, solarize 0 / 0.2), which
+ * Barlow Twins and VICReg use too. Returns 2. */
+int ssl_method_views_byol(int c, int h, int w, ssl_aug *augs);
+
 /* The multi-crop options of a filled config: at least one global and one
  * local crop, at most SSL_MAX_VIEWS views, crop scales in (0, 1]. */
 int ssl_method_check_multicrop(const ssl_method_config *c, const char *method, char *err);

@@ -30,26 +30,7 @@ static int barlow_validate(ssl_method_config *cfg, char *err)
 
 static int barlow_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
 {
-    /* Official Transform / transform_prime: crop (0.08, 1), flip 0.5, jitter
-     * 0.4/0.4/0.2/0.1 with p 0.8, grayscale 0.2, blur p 1.0 / 0.1 (sigma
-     * 0.1..2), solarize p 0.0 / 0.2 (threshold 128/255). ssl_aug_simclr turns
-     * blur off at <= 32 px (it destroys tiny images); the asymmetry then
-     * lives in the solarization alone. */
-    for (int v = 0; v < 2; v++) {
-        ssl_aug_simclr(&augs[v], c, h, w);
-        augs[v].saturation = 0.2f;
-        if (augs[v].blur_p > 0) augs[v].blur_p = v == 0 ? 1.0f : 0.1f;
-        augs[v].solarize_p = v == 0 ? 0.0f : 0.2f;
-    }
-    return 2;
-}
-
-static int barlow_check_batch(const ssl_method *m, int batch, char *err)
-{
-    if (batch < 2)
-        return ssl_fail(err, SSL_EINVAL, "barlow: --batch-size must be >= 2 (the loss standardizes "
-                        "over the batch; got %d)", batch);
-    return SSL_OK;
+    return ssl_method_views_byol(c, h, w, augs); /* the official transform pair */
 }
 
 static int barlow_init(ssl_method *m, ssl_rng *rng, char *err)
@@ -98,7 +79,6 @@ const ssl_method_ops ssl_method_barlow = {
     .optim = {"lars", 0.2f, "linear", 1.5e-6f, 0.9f, 0.5f},
     .validate = barlow_validate,
     .views = barlow_views,
-    .check_batch = barlow_check_batch,
     .init = barlow_init,
     .loss = barlow_loss,
     .free = barlow_free,

@@ -47,20 +47,7 @@ static int byol_validate(ssl_method_config *cfg, char *err)
 
 static int byol_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
 {
-    /* The paper's Appendix B (Table 6): crop area [0.08, 1], flip, jitter 0.4/0.4/0.2/0.1
-     * p 0.8, gray 0.2; blur p 1.0 and 0.1, solarize p 0 and 0.2 (x >= 0.5 ->
-     * 1 - x). Blur stays off at <= 32 px (ssl_aug_simclr's rule). */
-    ssl_aug_simclr(&augs[0], c, h, w);
-    augs[0].saturation = 0.2f;
-    augs[0].solarize_threshold = 0.5f;
-    augs[1] = augs[0];
-    if ((h < w ? h : w) > 32) {
-        augs[0].blur_p = 1.0f;
-        augs[1].blur_p = 0.1f;
-    }
-    augs[0].solarize_p = 0.0f;
-    augs[1].solarize_p = 0.2f;
-    return 2;
+    return ssl_method_views_byol(c, h, w, augs); /* the official transform pair */
 }
 
 /* The official MLP: Linear(in, hidden) BN ReLU Linear(hidden, out) with no

@@ -94,3 +94,22 @@ ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_resnet *enc, ssl_tensor *c
     }
     return out;
 }
+
+int ssl_method_views_byol(int c, int h, int w, ssl_aug *augs)
+{
+    /* BYOL, Appendix B (Table 6), also Barlow Twins' and VICReg's: crop area
+     * [0.08, 1], flip, jitter 0.4/0.4/0.2/0.1 p 0.8, gray 0.2; blur p 1.0 / 0.1,
+     * solarize p 0 / 0.2 (x >= 0.5 -> 1 - x). Blur stays off at <= 32 px
+     * (ssl_aug_simclr's rule); the asymmetry then lives in the solarization. */
+    ssl_aug_simclr(&augs[0], c, h, w);
+    augs[0].saturation = 0.2f;
+    augs[0].solarize_threshold = 0.5f;
+    augs[1] = augs[0];
+    if (augs[0].blur_p > 0) {
+        augs[0].blur_p = 1.0f;
+        augs[1].blur_p = 0.1f;
+    }
+    augs[0].solarize_p = 0.0f;
+    augs[1].solarize_p = 0.2f;
+    return 2;
+}
