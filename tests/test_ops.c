@@ -4,6 +4,7 @@
  * the first step of a small ResNet + MLP + NT-Xent; shape errors. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "nn/graph_internal.h" /* ssl_graph_record for a test-only op */
 #include "selfsup/graph.h"
 #include "selfsup/nn.h"
 
@@ -448,20 +449,10 @@ static ssl_tensor *op_wsum(ssl_graph *g, ssl_tensor *x, const float *R, double *
     for (long i = 0; i < ssl_tensor_numel(x); i++) s += (double)x->data[i] * R[i];
     *value = s;
     y->data[0] = (float)s;
-    if (g->n_nodes == g->cap_nodes) {
-        int nc = g->cap_nodes ? 2 * g->cap_nodes : 16;
-        ssl_node *nn = realloc(g->nodes, sizeof(ssl_node) * nc);
-        if (!nn) return NULL;
-        g->nodes = nn;
-        g->cap_nodes = nc;
-    }
-    ssl_node *n = &g->nodes[g->n_nodes++];
-    memset(n, 0, sizeof *n);
-    n->backward = wsum_bwd;
-    n->in[0] = x;
-    n->out = y;
-    n->attr = (void *)R;
-    y->requires_grad = 1;
+    int fail;
+    ssl_node *n = ssl_graph_record(g, wsum_bwd, y, x, NULL, NULL, &fail);
+    if (fail) return NULL;
+    if (n) n->attr = (void *)R;
     return y;
 }
 
