@@ -12,6 +12,7 @@
  *   5. bad shapes and arguments fail with a message. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "golden.h"
 #include "nn/graph_internal.h" /* ssl_graph_record for a test-only op */
 #include "selfsup/graph.h"
 #include "selfsup/io.h"
@@ -404,24 +405,6 @@ static void test_cosine_zero_row(ssl_ctx *ctx)
 
 /* --------------------------------------------------- PyTorch parity */
 
-static int load_golden(ssl_st_file *f, const char *file)
-{
-    const char *dir = getenv("SSL_GOLDEN_DIR");
-    if (!dir || !dir[0]) dir = "build/golden";
-    char path[1024], cmd[1200], err[SSL_ERR_LEN] = "";
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    if (ssl_st_load(f, path, err) == SSL_OK) return 1;
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/torch/gen_losses.py '%s'", dir);
-    fprintf(stderr, "test_losses: %s; running %s\n", err, cmd);
-    int rc = system(cmd);
-    CHECK(rc == 0, "generator failed (%d): %s", rc, cmd);
-    if (ssl_st_load(f, path, err) != SSL_OK) {
-        CHECK(0, "cannot read golden file: %s", err);
-        return 0;
-    }
-    return 1;
-}
-
 /* The F32 entry <c>.<key>, or NULL; *ndim/shape when asked. */
 static const float *gold(const ssl_st_file *f, const char *c, const char *key, long *numel,
                          int *shape)
@@ -520,7 +503,7 @@ static void parity_case(ssl_ctx *ctx, const ssl_st_file *f, const char *c, loss_
 static void test_parity(ssl_ctx *ctx)
 {
     ssl_st_file f;
-    if (!load_golden(&f, "losses.safetensors")) return;
+    if (!golden_load(&f, "losses.safetensors", "gen_losses.py")) return;
     printf("PyTorch parity (loss rtol %g, gradients %g of the largest):\n", GOLD_LOSS_RTOL,
            GOLD_GRAD_REL);
     parity_case(ctx, &f, "cos_byol", OP_COS, 2, 1, 0);

@@ -20,31 +20,13 @@
  *   running stats: atol 1e-5, rtol 1e-4; num_batches_tracked exact. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "golden.h"
 #include "selfsup/io.h"
 #include "selfsup/nn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Loads dir/<file>, running the generator once when it is missing. */
-static int load_golden(ssl_st_file *f, const char *file)
-{
-    const char *dir = getenv("SSL_GOLDEN_DIR");
-    if (!dir || !dir[0]) dir = "build/golden";
-    char path[1024], cmd[1200], err[SSL_ERR_LEN] = "";
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    if (ssl_st_load(f, path, err) == SSL_OK) return 1;
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/torch/gen_resnet.py '%s'", dir);
-    fprintf(stderr, "test_resnet: %s; running %s\n", err, cmd);
-    int rc = system(cmd);
-    CHECK(rc == 0, "generator failed (%d): %s", rc, cmd);
-    if (ssl_st_load(f, path, err) != SSL_OK) {
-        CHECK(0, "cannot read golden file: %s", err);
-        return 0;
-    }
-    return 1;
-}
 
 static long entry_numel(const ssl_st_entry *e)
 {
@@ -181,7 +163,7 @@ static int meta_int(const ssl_st_file *f, const char *key)
 static void test_model(const char *file, const ssl_backend *be, const tolerances *tol)
 {
     ssl_st_file f;
-    if (!load_golden(&f, file)) return;
+    if (!golden_load(&f, file, "gen_resnet.py")) return;
     char what[128], err[SSL_ERR_LEN] = "";
     snprintf(what, sizeof what, "%s/%s", file, be->name);
     const char *stem = ssl_st_meta(&f, "stem"), *temp = ssl_st_meta(&f, "temperature");
@@ -384,7 +366,7 @@ static void test_mismatch_detected(const ssl_st_file *f)
 static void test_ntxent(const ssl_backend *be)
 {
     ssl_st_file f;
-    if (!load_golden(&f, "ntxent.safetensors")) return;
+    if (!golden_load(&f, "ntxent.safetensors", "gen_resnet.py")) return;
     const char *ts = ssl_st_meta(&f, "temperature"), *tx = ssl_st_meta(&f, "temperature_x");
     CHECK(ts && tx, "ntxent: temperatures missing from the metadata");
     ssl_ctx ctx;
@@ -425,7 +407,7 @@ int main(void)
         test_model("resnet50.safetensors", bes[b], &r50);
     }
     ssl_st_file f;
-    if (load_golden(&f, "resnet18s.safetensors")) {
+    if (golden_load(&f, "resnet18s.safetensors", "gen_resnet.py")) {
         test_torchvision_names(&f, "resnet18", 18);
         test_mismatch_detected(&f);
         ssl_st_free(&f);
