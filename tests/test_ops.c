@@ -171,13 +171,13 @@ static void test_bn(ssl_ctx *ctx, ssl_rng *rng, int N, int C, int HW)
                 o[2] = nans(C);
                 o[3] = dup(rm0, C);
                 o[4] = dup(rv0, C);
-                be[b]->bn_fwd(ctx, o[0], o[1], o[2], xl, gamma, beta, o[3], o[4], training, mom,
-                              eps, N, C, HW, l);
+                be[b]->bn_fwd(ctx, o[0], o[1], o[2], xl, NULL, gamma, beta, o[3], o[4],
+                              training, mom, eps, 0, N, C, HW, l);
                 o[5] = dup(dx0l, nx);
                 o[6] = dup(dg0, C);
                 o[7] = dup(db0, C);
-                be[b]->bn_bwd(ctx, o[5], o[6], o[7], dyl, xl, o[1], o[2], gamma, training, N, C,
-                              HW, l);
+                be[b]->bn_bwd(ctx, o[5], NULL, o[6], o[7], dyl, NULL, xl, o[1], o[2], gamma,
+                              training, 0, N, C, HW, l);
             }
             static const char *names[8] = {"y", "mean", "invstd", "running_mean",
                                            "running_var", "dx", "dgamma", "dbeta"};
@@ -235,6 +235,74 @@ static void test_bn(ssl_ctx *ctx, ssl_rng *rng, int N, int C, int HW)
     }
     printf("  batchnorm N=%d C=%d HW=%d train+eval: max rel err %.2e\n", N, C, HW, e);
     free_all(x, dy, dx0, gamma, beta, dg0, db0, rm0, rv0, NULL);
+}
+
+/* Batch norm fused with a residual sum and a ReLU, on each backend and
+ * layout, against the composition of the reference's plain pieces:
+ * y = relu(bn(x) + skip); dz = dy * (y > 0); dskip = dz; dx = bn_bwd(dz). */
+static void test_bn_fused(ssl_ctx *ctx, ssl_rng *rng, int N, int C, int HW)
+{
+    const ssl_backend *be[2] = {ssl_backend_ref(), ssl_backend_cpu()};
+    const ssl_backend *ref = be[0];
+    const long nx = (long)N * C * HW;
+    float *x = rnd(rng, nx, 2.0f), *dy = rnd(rng, nx, 1.0f), *skip = rnd(rng, nx, 1.0f);
+    float *gamma = rnd(rng, C, 1.0f), *beta = rnd(rng, C, 1.0f);
+    double e = 0;
+    for (int training = 1; training >= 0; training--)
+        for (int v = 0; v < 4; v++) {
+            int has_skip = v & 1, relu = v >> 1;
+            for (int l = 0; l < 2; l++) {
+                float *xl = in_layout(x, l, N, C, HW), *dyl = in_layout(dy, l, N, C, HW);
+                float *sl = in_layout(skip, l, N, C, HW);
+                /* the composition, from the reference's unfused pieces */
+                float *ey = nans(nx), *em = nans(C), *ei = nans(C), *rm = rnd(rng, C, 1.0f);
+                float *rv = malloc(sizeof(float) * C);
+                for (int c = 0; c < C; c++) rv[c] = 0.5f + ssl_rng_uniform(rng);
+                float *rm1 = dup(rm, C), *rv1 = dup(rv, C);
+                ref->bn_fwd(ctx, ey, em, ei, xl, NULL, gamma, beta, rm1, rv1, training, 0.1f,
+                            1e-5f, 0, N, C, HW, l);
+                float *dz = dup(dyl, nx), *edskip = calloc(nx, sizeof(float));
+                for (long i = 0; i < nx; i++) {
+                    if (has_skip) ey[i] += sl[i];
+                    if (relu && !(ey[i] > 0.0f)) { ey[i] = 0.0f; dz[i] = 0.0f; }
+                    edskip[i] = dz[i];
+                }
+                float *edx = calloc(nx, sizeof(float)), *edg = calloc(C, sizeof(float)),
+                      *edb = calloc(C, sizeof(float));
+                ref->bn_bwd(ctx, edx, NULL, edg, edb, dz, NULL, xl, em, ei, gamma, training, 0, N,
+                            C, HW, l);
+                for (int b = 0; b < 2; b++) {
+                    float *y = nans(nx), *mean = nans(C), *inv = nans(C), *rm2 = dup(rm, C),
+                          *rv2 = dup(rv, C);
+                    float *dx = calloc(nx, sizeof(float)), *ds = calloc(nx, sizeof(float));
+                    float *dg = calloc(C, sizeof(float)), *db = calloc(C, sizeof(float));
+                    be[b]->bn_fwd(ctx, y, mean, inv, xl, has_skip ? sl : NULL, gamma, beta, rm2,
+                                  rv2, training, 0.1f, 1e-5f, relu, N, C, HW, l);
+                    be[b]->bn_bwd(ctx, dx, has_skip ? ds : NULL, dg, db, dyl, y, xl, mean, inv,
+                                  gamma, training, relu, N, C, HW, l);
+                    const char *tag = be[b]->name;
+                    cmp(&e, y, ey, nx, "bn_act %s skip %d relu %d train %d y %s", tag, has_skip,
+                        relu, training, lname(l));
+                    cmp(&e, rm2, rm1, C, "bn_act %s running mean", tag);
+                    cmp(&e, rv2, rv1, C, "bn_act %s running var", tag);
+                    cmp(&e, dx, edx, nx, "bn_act %s skip %d relu %d train %d dx %s", tag, has_skip,
+                        relu, training, lname(l));
+                    if (has_skip)
+                        cmp(&e, ds, edskip, nx, "bn_act %s relu %d dskip %s", tag, relu, lname(l));
+                    cmp(&e, dg, edg, C, "bn_act %s dgamma", tag);
+                    cmp(&e, db, edb, C, "bn_act %s dbeta", tag);
+                    /* dx alone (no dskip, no dgamma) gives the same dx */
+                    float *dx2 = calloc(nx, sizeof(float));
+                    be[b]->bn_bwd(ctx, dx2, NULL, NULL, NULL, dyl, y, xl, mean, inv, gamma,
+                                  training, relu, N, C, HW, l);
+                    cmp(&e, dx2, edx, nx, "bn_act %s dx without dskip/dgamma", tag);
+                    free_all(y, mean, inv, rm2, rv2, dx, ds, dg, db, dx2, NULL);
+                }
+                free_all(xl, dyl, sl, ey, em, ei, rm, rv, rm1, rv1, dz, edskip, edx, edg, edb, NULL);
+            }
+        }
+    printf("  batchnorm+add+relu N=%d C=%d HW=%d: max rel err %.2e\n", N, C, HW, e);
+    free_all(x, dy, skip, gamma, beta, NULL);
 }
 
 static void test_relu(ssl_ctx *ctx, ssl_rng *rng, long n)
@@ -417,6 +485,8 @@ static void test_backends(ssl_ctx *ctx)
     test_conv(ctx, &rng, 1, 3, 4, 4, 2, 3, 1, 1);  /* fewer images than threads */
     test_bn(ctx, &rng, 3, 5, 63);
     test_bn(ctx, &rng, 7, 3, 1); /* the (N, C) case of MLP heads */
+    test_bn_fused(ctx, &rng, 3, 5, 63);
+    test_bn_fused(ctx, &rng, 5, 2, 1);
     test_relu(ctx, &rng, 1001);
     test_pool(ctx, &rng, 3, 5, 7, 9, 3, 2, 1);
     test_pool(ctx, &rng, 3, 5, 7, 9, 2, 2, 0);
@@ -457,7 +527,7 @@ static ssl_tensor *op_wsum(ssl_graph *g, ssl_tensor *x, const float *R, double *
 }
 
 typedef enum fd_op {
-    FD_CONV, FD_BN, FD_RELU, FD_MAXPOOL, FD_AVGPOOL, FD_GAP, FD_LINEAR, FD_ADD, FD_CONCAT,
+    FD_CONV, FD_BN, FD_BN_ACT, FD_RELU, FD_MAXPOOL, FD_AVGPOOL, FD_GAP, FD_LINEAR, FD_ADD, FD_CONCAT,
     FD_SLICE, FD_L2N, FD_MATMUL, FD_CE, FD_NTXENT, FD_TO_LAYOUT, FD_CHAIN
 } fd_op;
 
@@ -478,6 +548,7 @@ static ssl_tensor *fd_build(ssl_graph *g, const fd_case *c)
     switch (c->op) {
     case FD_CONV: return ssl_op_conv2d(g, c->a, c->b, c->stride, c->pad);
     case FD_BN: return ssl_op_batchnorm(g, c->a, c->bn);
+    case FD_BN_ACT: return ssl_op_bn_act(g, c->a, c->bn, c->b, c->flag);
     case FD_RELU: return ssl_op_relu(g, c->a);
     case FD_MAXPOOL: return ssl_op_maxpool(g, c->a, c->k, c->stride, c->pad);
     case FD_AVGPOOL: return ssl_op_avgpool(g, c->a, c->k, c->stride, c->pad);
@@ -626,6 +697,26 @@ static void bn_unmake(ssl_bn_layer *bn)
     free_all(bn->running_mean, bn->running_var, NULL);
 }
 
+/* Sets skip so that bn(x) + skip sits at least 0.3 away from ReLU's kink
+ * (batch statistics when training, running statistics otherwise): finite
+ * differences across the kink measure the kink, not the gradient. */
+static void kink_free_skip(ssl_ctx *ctx, ssl_rng *rng, const ssl_tensor *x,
+                           const ssl_bn_layer *bn, int training, ssl_tensor *skip)
+{
+    int N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+    long n = ssl_tensor_numel(x);
+    float *y = malloc(sizeof(float) * n), *mean = malloc(sizeof(float) * C),
+          *inv = malloc(sizeof(float) * C);
+    float *rm = dup(bn->running_mean, C), *rv = dup(bn->running_var, C);
+    ssl_backend_ref()->bn_fwd(ctx, y, mean, inv, x->data, NULL, bn->weight.data, bn->bias.data,
+                              rm, rv, training, bn->momentum, bn->eps, 0, N, C, HW, x->layout);
+    for (long i = 0; i < n; i++) {
+        float off = 0.3f + 0.5f * (float)ssl_rng_uniform(rng);
+        skip->data[i] = (ssl_rng_uniform(rng) < 0.5 ? -off : off) - y[i];
+    }
+    free_all(y, mean, inv, rm, rv, NULL);
+}
+
 static void run_case(ssl_ctx *ctx, ssl_rng *rng, const fd_case *c, int training)
 {
     fd_check(ctx, ssl_backend_ref(), c, training, rng);
@@ -653,6 +744,17 @@ static void test_finite_differences(ssl_ctx *ctx)
         for (int train = 1; train >= 0; train--)
             FD(train, .name = "batchnorm 4-D", .op = FD_BN, .a = &x, .bn = &bn,
                .vars = {&x, &bn.weight, &bn.bias});
+        ssl_rng srng; /* its own stream: the cases below keep their inputs */
+        ssl_rng_seed(&srng, 29 + l);
+        ssl_tensor s = mk(&srng, 4, 2, 3, 5, 6, (ssl_layout)l, 1.0f);
+        for (int train = 1; train >= 0; train--) {
+            FD(train, .name = "batchnorm + skip", .op = FD_BN_ACT, .a = &x, .b = &s, .bn = &bn,
+               .vars = {&x, &s, &bn.weight, &bn.bias});
+            kink_free_skip(ctx, &srng, &x, &bn, train, &s);
+            FD(train, .name = "relu(batchnorm + skip)", .op = FD_BN_ACT, .a = &x, .b = &s,
+               .bn = &bn, .flag = 1, .vars = {&x, &s, &bn.weight, &bn.bias});
+        }
+        unmk(&s);
         for (long i = 0; i < ssl_tensor_numel(&x); i++) /* away from ReLU's kink */
             if (fabsf(x.data[i]) < 0.1f) x.data[i] += x.data[i] < 0 ? -0.1f : 0.1f;
         FD(1, .name = "relu", .op = FD_RELU, .a = &x, .vars = {&x});

@@ -65,10 +65,20 @@ typedef struct ssl_node {
     float fattr[2];
 } ssl_node;
 
+/* Gradient buffers of one size that the backward pass has finished with
+ * (a free list threaded through the buffers themselves). */
+#define SSL_GRAD_BINS 48
+typedef struct ssl_grad_bin {
+    size_t bytes;
+    void *head;
+} ssl_grad_bin;
+
 typedef struct ssl_graph {
     ssl_ctx *ctx;
     const ssl_backend *be;
     ssl_arena arena;
+    ssl_grad_bin grad_bins[SSL_GRAD_BINS];
+    int n_grad_bins;
     ssl_node *nodes;
     int n_nodes, cap_nodes;
     int training; /* BN: batch statistics and running-stat updates */
@@ -80,7 +90,11 @@ void ssl_graph_init(ssl_graph *g, ssl_ctx *ctx);
 void ssl_graph_reset(ssl_graph *g);
 void ssl_graph_free(ssl_graph *g);
 /* Seeds d(loss)/d(loss) = 1 for a 1-element loss and runs every node's
- * backward in reverse order. Parameter grads are accumulated (+=). */
+ * backward in reverse order. Parameter grads are accumulated (+=). The
+ * gradient of an op's output is dead once that op's backward has run, so
+ * its buffer is recycled for later gradients of the same size (as PyTorch
+ * frees non-leaf grads): afterwards only leaves (parameters, inputs) hold
+ * their gradients; an op output's grad is NULL. */
 int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss);
 
 /* A tensor whose memory lives in the arena (uninitialized). */
@@ -104,6 +118,11 @@ ssl_tensor *ssl_op_to_layout(ssl_graph *g, ssl_tensor *x, ssl_layout layout);
 ssl_tensor *ssl_op_conv2d(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, int stride, int pad);
 /* x (N,C,H,W) or (N,C) */
 ssl_tensor *ssl_op_batchnorm(ssl_graph *g, ssl_tensor *x, ssl_bn_layer *bn);
+/* relu(bn(x) + skip) in one pass (skip may be NULL, relu 0 or 1): what a
+ * residual block does after each convolution, keeping one activation where
+ * separate ops keep three (BN's output, the sum, the ReLU's output). */
+ssl_tensor *ssl_op_bn_act(ssl_graph *g, ssl_tensor *x, ssl_bn_layer *bn, ssl_tensor *skip,
+                          int relu);
 ssl_tensor *ssl_op_relu(ssl_graph *g, ssl_tensor *x);
 ssl_tensor *ssl_op_maxpool(ssl_graph *g, ssl_tensor *x, int k, int stride, int pad);
 ssl_tensor *ssl_op_avgpool(ssl_graph *g, ssl_tensor *x, int k, int stride, int pad);

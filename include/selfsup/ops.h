@@ -86,19 +86,26 @@ typedef struct ssl_backend {
     /* dx += dconv/dx (dx may be NULL), dw += dconv/dw */
     void (*conv2d_bwd)(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
                        const float *x, const float *w, const ssl_conv_desc *d);
-    /* Batch norm over (N, HW) per channel. training: batch statistics, saved
-     * to mean/invstd (C), running stats updated with momentum (PyTorch rule,
-     * unbiased variance); else running stats are used (mean/invstd still
-     * written, from the running stats). */
+    /* Batch norm over (N, HW) per channel, fused with what follows it in a
+     * residual network (one pass over memory instead of three):
+     *   y = act(gamma * (x - mean) * invstd + beta + skip)
+     * skip (an activation like x) may be NULL; act is ReLU when relu, else
+     * the identity. training: batch statistics, saved to mean/invstd (C),
+     * running stats updated with momentum (PyTorch rule, unbiased
+     * variance); else running stats are used (mean/invstd still written,
+     * from the running stats). gamma/beta NULL: 1/0. */
     void (*bn_fwd)(ssl_ctx *ctx, float *y, float *mean, float *invstd, const float *x,
-                   const float *gamma, const float *beta, float *running_mean,
-                   float *running_var, int training, float momentum, float eps,
-                   int N, int C, int HW, ssl_layout l);
-    /* dx += ..., dgamma += ..., dbeta += ...; training selects the formula
-     * (batch statistics depend on x, running statistics do not). */
-    void (*bn_bwd)(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
-                   const float *x, const float *mean, const float *invstd,
-                   const float *gamma, int training, int N, int C, int HW, ssl_layout l);
+                   const float *skip, const float *gamma, const float *beta,
+                   float *running_mean, float *running_var, int training, float momentum,
+                   float eps, int relu, int N, int C, int HW, ssl_layout l);
+    /* With dz = relu ? dy * (y > 0) : dy (y: the forward's output, read only
+     * when relu): dskip += dz (dskip may be NULL), and dx, dgamma, dbeta +=
+     * the batch norm backward of dz (each may be NULL); training selects the
+     * formula (batch statistics depend on x, running statistics do not). */
+    void (*bn_bwd)(ssl_ctx *ctx, float *dx, float *dskip, float *dgamma, float *dbeta,
+                   const float *dy, const float *y, const float *x, const float *mean,
+                   const float *invstd, const float *gamma, int training, int relu, int N,
+                   int C, int HW, ssl_layout l);
     /* y = max(x, 0); dx += dy * (y > 0). n elements. */
     void (*relu_fwd)(ssl_ctx *ctx, float *y, const float *x, long n);
     void (*relu_bwd)(ssl_ctx *ctx, float *dx, const float *dy, const float *y, long n);

@@ -88,6 +88,7 @@ void ssl_graph_init(ssl_graph *g, ssl_ctx *ctx)
 void ssl_graph_reset(ssl_graph *g)
 {
     g->n_nodes = 0;
+    g->n_grad_bins = 0;
     ssl_arena_reset(&g->arena);
 }
 
@@ -117,11 +118,43 @@ oom:
     return NULL;
 }
 
+/* The bin of buffers of `bytes` (rounded as the arena rounds); NULL when
+ * there is none and no room for another (then the arena serves). */
+static ssl_grad_bin *grad_bin(ssl_graph *g, size_t bytes, int create)
+{
+    bytes = (bytes + 63) & ~(size_t)63;
+    for (int i = 0; i < g->n_grad_bins; i++)
+        if (g->grad_bins[i].bytes == bytes) return &g->grad_bins[i];
+    if (!create || g->n_grad_bins == SSL_GRAD_BINS) return NULL;
+    ssl_grad_bin *b = &g->grad_bins[g->n_grad_bins++];
+    b->bytes = bytes;
+    b->head = NULL;
+    return b;
+}
+
+/* Gives t's gradient buffer back for reuse (t is an op output whose
+ * backward has run). */
+static void release_grad(ssl_graph *g, ssl_tensor *t)
+{
+    ssl_grad_bin *b = grad_bin(g, sizeof(float) * (size_t)ssl_tensor_numel(t), 1);
+    if (b) {
+        *(void **)t->grad = b->head;
+        b->head = t->grad;
+    }
+    t->grad = NULL;
+}
+
 float *ssl_tensor_grad(ssl_graph *g, ssl_tensor *t)
 {
     if (!t->grad) {
         size_t bytes = sizeof(float) * (size_t)ssl_tensor_numel(t);
-        t->grad = ssl_arena_alloc(&g->arena, bytes);
+        ssl_grad_bin *b = grad_bin(g, bytes, 0);
+        if (b && b->head) {
+            t->grad = b->head;
+            b->head = *(void **)b->head;
+        } else {
+            t->grad = ssl_arena_alloc(&g->arena, bytes);
+        }
         if (!t->grad) {
             ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for gradients");
             return NULL;
@@ -147,6 +180,7 @@ int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss)
                 return SSL_ENOMEM;
         n->backward(g, n);
         if (g->ctx->failed) return g->ctx->failed;
+        release_grad(g, n->out);
     }
     return SSL_OK;
 }

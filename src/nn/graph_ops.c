@@ -108,44 +108,58 @@ static void act_dims(const ssl_tensor *x, int *N, int *C, int *HW)
     *HW = x->ndim == 4 ? x->shape[2] * x->shape[3] : 1;
 }
 
+/* Node inputs: x, skip (or NULL), the BN weight (its bias goes with it,
+ * through attr). Saved: mean and invstd; iattr: training, relu. */
 static void batchnorm_bwd(ssl_graph *g, ssl_node *n)
 {
-    ssl_tensor *x = n->in[0];
+    ssl_tensor *x = n->in[0], *skip = n->in[1];
     ssl_bn_layer *bn = n->attr;
     const float *mean = n->saved, *invstd = mean + bn->C;
     int N, C, HW;
     act_dims(x, &N, &C, &HW);
     g->be->bn_bwd(g->ctx, x->requires_grad ? x->grad : NULL,
+                  skip && skip->requires_grad ? skip->grad : NULL,
                   bn->weight.requires_grad ? bn->weight.grad : NULL,
-                  bn->bias.requires_grad ? bn->bias.grad : NULL, n->out->grad, x->data, mean,
-                  invstd, bn->weight.data, n->iattr[0], N, C, HW, x->layout);
+                  bn->bias.requires_grad ? bn->bias.grad : NULL, n->out->grad, n->out->data,
+                  x->data, mean, invstd, bn->weight.data, n->iattr[0], n->iattr[1], N, C, HW,
+                  x->layout);
 }
 
-ssl_tensor *ssl_op_batchnorm(ssl_graph *g, ssl_tensor *x, ssl_bn_layer *bn)
+ssl_tensor *ssl_op_bn_act(ssl_graph *g, ssl_tensor *x, ssl_bn_layer *bn, ssl_tensor *skip,
+                          int relu)
 {
     if (!x) return NULL;
     int N, C, HW;
     act_dims(x, &N, &C, &HW);
     if ((x->ndim != 2 && x->ndim != 4) || C != bn->C)
         return ssl_graph_shape_error(g, "batchnorm", "channels do not match the layer");
+    if (skip && (skip->ndim != x->ndim || skip->layout != x->layout ||
+                 memcmp(skip->shape, x->shape, sizeof(int) * x->ndim)))
+        return ssl_graph_shape_error(g, "batchnorm", "the residual's shape or layout differs");
     if (g->training && (long)N * HW < 2)
         return ssl_graph_shape_error(g, "batchnorm", "training needs more than one value per channel");
     ssl_tensor *y = ssl_tensor_new(g, x->ndim, x->shape, x->layout);
     float *saved = ssl_graph_saved(g, sizeof(float) * 2 * C);
     if (!y || !saved) return NULL;
-    g->be->bn_fwd(g->ctx, y->data, saved, saved + C, x->data, bn->weight.data, bn->bias.data,
-                  bn->running_mean, bn->running_var, g->training, bn->momentum, bn->eps, N, C,
-                  HW, x->layout);
+    g->be->bn_fwd(g->ctx, y->data, saved, saved + C, x->data, skip ? skip->data : NULL,
+                  bn->weight.data, bn->bias.data, bn->running_mean, bn->running_var,
+                  g->training, bn->momentum, bn->eps, relu, N, C, HW, x->layout);
     if (g->training) bn->num_batches_tracked++;
     int fail;
-    ssl_node *n = ssl_graph_record(g, batchnorm_bwd, y, x, &bn->weight, &bn->bias, &fail);
+    ssl_node *n = ssl_graph_record(g, batchnorm_bwd, y, x, skip, &bn->weight, &fail);
     if (fail) return NULL;
     if (n) {
         n->saved = saved;
         n->attr = bn;
         n->iattr[0] = g->training;
+        n->iattr[1] = relu;
     }
     return y;
+}
+
+ssl_tensor *ssl_op_batchnorm(ssl_graph *g, ssl_tensor *x, ssl_bn_layer *bn)
+{
+    return ssl_op_bn_act(g, x, bn, NULL, 0);
 }
 
 /* ---- ReLU ---- */

@@ -92,11 +92,12 @@ int ssl_resnet_init(ssl_resnet *m, const ssl_resnet_config *cfg, ssl_rng *rng, c
 
 void ssl_resnet_free(ssl_resnet *m) { ssl_registry_free(&m->reg); }
 
+/* act(bn(conv(x)) + skip), skip may be NULL: BN, the residual sum and the
+ * ReLU are one op (ssl_op_bn_act). */
 static ssl_tensor *conv_bn(ssl_graph *g, ssl_tensor *x, ssl_conv_layer *c, ssl_bn_layer *bn,
-                           int relu)
+                           ssl_tensor *skip, int relu)
 {
-    ssl_tensor *y = ssl_op_batchnorm(g, ssl_op_conv2d(g, x, &c->weight, c->stride, c->pad), bn);
-    return relu ? ssl_op_relu(g, y) : y;
+    return ssl_op_bn_act(g, ssl_op_conv2d(g, x, &c->weight, c->stride, c->pad), bn, skip, relu);
 }
 
 ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
@@ -107,15 +108,18 @@ ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
         return NULL;
     }
     ssl_tensor *h = ssl_op_to_layout(g, x, g->be->act_layout);
-    h = conv_bn(g, h, &m->conv1, &m->bn1, 1);
+    h = conv_bn(g, h, &m->conv1, &m->bn1, NULL, 1);
     if (m->cfg.stem == SSL_STEM_IMAGENET) h = ssl_op_maxpool(g, h, 3, 2, 1);
     for (int b = 0; b < m->n_blocks; b++) {
         ssl_res_block *blk = &m->blocks[b];
         ssl_tensor *y = h;
-        for (int i = 0; i < blk->n_conv; i++)
-            y = conv_bn(g, y, &blk->conv[i], &blk->bn[i], i + 1 < blk->n_conv);
-        ssl_tensor *skip = blk->has_down ? conv_bn(g, h, &blk->down, &blk->down_bn, 0) : h;
-        h = ssl_op_relu(g, ssl_op_add(g, y, skip));
+        for (int i = 0; i + 1 < blk->n_conv; i++)
+            y = conv_bn(g, y, &blk->conv[i], &blk->bn[i], NULL, 1);
+        /* torchvision runs the downsample after the main branch; the order
+         * of the two is immaterial (separate layers, no randomness) */
+        ssl_tensor *skip = blk->has_down ? conv_bn(g, h, &blk->down, &blk->down_bn, NULL, 0) : h;
+        int last = blk->n_conv - 1;
+        h = conv_bn(g, y, &blk->conv[last], &blk->bn[last], skip, 1);
     }
     return ssl_op_global_avgpool(g, h);
 }

@@ -205,9 +205,9 @@ static void cpu_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
 }
 
 static void cpu_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const float *x,
-                       const float *gamma, const float *beta, float *running_mean,
-                       float *running_var, int training, float momentum, float eps, int N,
-                       int C, int HW, ssl_layout l)
+                       const float *skip, const float *gamma, const float *beta,
+                       float *running_mean, float *running_var, int training, float momentum,
+                       float eps, int relu, int N, int C, int HW, ssl_layout l)
 {
     const long m = (long)N * HW;
 #pragma omp parallel for schedule(static) num_threads(ctx->n_threads)
@@ -245,14 +245,30 @@ static void cpu_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const
         float b = (beta ? beta[c] : 0.0f) - (float)mu * a;
         for (int n = 0; n < N; n++) {
             long o = ssl_act_index(l, N, C, HW, n, c, 0);
-            for (int i = 0; i < HW; i++) y[o + i] = x[o + i] * a + b;
+            float *yo = y + o;
+            const float *xo = x + o;
+            if (!skip && !relu) {
+                for (int i = 0; i < HW; i++) yo[i] = xo[i] * a + b;
+            } else if (!skip) {
+                for (int i = 0; i < HW; i++) {
+                    float v = xo[i] * a + b;
+                    yo[i] = (v > 0.0f || v != v) ? v : 0.0f; /* NaN stays NaN */
+                }
+            } else {
+                const float *so = skip + o;
+                for (int i = 0; i < HW; i++) {
+                    float v = xo[i] * a + b + so[i];
+                    yo[i] = !relu || v > 0.0f || v != v ? v : 0.0f;
+                }
+            }
         }
     }
 }
 
-static void cpu_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
-                       const float *x, const float *mean, const float *invstd,
-                       const float *gamma, int training, int N, int C, int HW, ssl_layout l)
+static void cpu_bn_bwd(ssl_ctx *ctx, float *dx, float *dskip, float *dgamma, float *dbeta,
+                       const float *dy, const float *y, const float *x, const float *mean,
+                       const float *invstd, const float *gamma, int training, int relu, int N,
+                       int C, int HW, ssl_layout l)
 {
     const long m = (long)N * HW;
 #pragma omp parallel for schedule(static) num_threads(ctx->n_threads)
@@ -262,9 +278,17 @@ static void cpu_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, con
         for (int n = 0; n < N; n++) {
             long o = ssl_act_index(l, N, C, HW, n, c, 0);
             float a = 0, b = 0;
-            for (int i = 0; i < HW; i++) {
-                a += dy[o + i];
-                b += dy[o + i] * (x[o + i] - mu);
+            if (relu) { /* dz = dy where the output was positive */
+                for (int i = 0; i < HW; i++) {
+                    float dz = y[o + i] > 0.0f ? dy[o + i] : 0.0f;
+                    a += dz;
+                    b += dz * (x[o + i] - mu);
+                }
+            } else {
+                for (int i = 0; i < HW; i++) {
+                    a += dy[o + i];
+                    b += dy[o + i] * (x[o + i] - mu);
+                }
             }
             sdy += a;
             sdyxh += b;
@@ -272,14 +296,22 @@ static void cpu_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, con
         sdyxh *= is;
         if (dgamma) dgamma[c] += (float)sdyxh;
         if (dbeta) dbeta[c] += (float)sdy;
-        if (!dx) continue;
+        if (!dx && !dskip) continue;
         const float g = (gamma ? gamma[c] : 1.0f) * is;
         const float k1 = training ? (float)(sdy / m) : 0.0f;
         const float k2 = training ? (float)(sdyxh / m) * is : 0.0f;
         for (int n = 0; n < N; n++) {
             long o = ssl_act_index(l, N, C, HW, n, c, 0);
-            for (int i = 0; i < HW; i++)
-                dx[o + i] += g * (dy[o + i] - k1 - (x[o + i] - mu) * k2);
+            const float *dyo = dy + o, *xo = x + o, *yo = y ? y + o : NULL;
+            if (!relu && !dskip) {
+                for (int i = 0; i < HW; i++) dx[o + i] += g * (dyo[i] - k1 - (xo[i] - mu) * k2);
+                continue;
+            }
+            for (int i = 0; i < HW; i++) {
+                float dz = !relu || yo[i] > 0.0f ? dyo[i] : 0.0f;
+                if (dskip) dskip[o + i] += dz;
+                if (dx) dx[o + i] += g * (dz - k1 - (xo[i] - mu) * k2);
+            }
         }
     }
 }

@@ -539,20 +539,21 @@ static void every_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy
 
 /* Everything but convolution is the cpu backend's. */
 static void dnnl_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const float *x,
-                        const float *gamma, const float *beta, float *running_mean,
-                        float *running_var, int training, float momentum, float eps, int N,
-                        int C, int HW, ssl_layout l)
+                        const float *skip, const float *gamma, const float *beta,
+                        float *running_mean, float *running_var, int training, float momentum,
+                        float eps, int relu, int N, int C, int HW, ssl_layout l)
 {
-    ssl_backend_cpu()->bn_fwd(ctx, y, mean, invstd, x, gamma, beta, running_mean, running_var,
-                              training, momentum, eps, N, C, HW, l);
+    ssl_backend_cpu()->bn_fwd(ctx, y, mean, invstd, x, skip, gamma, beta, running_mean,
+                              running_var, training, momentum, eps, relu, N, C, HW, l);
 }
 
-static void dnnl_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
-                        const float *x, const float *mean, const float *invstd,
-                        const float *gamma, int training, int N, int C, int HW, ssl_layout l)
+static void dnnl_bn_bwd(ssl_ctx *ctx, float *dx, float *dskip, float *dgamma, float *dbeta,
+                        const float *dy, const float *y, const float *x, const float *mean,
+                        const float *invstd, const float *gamma, int training, int relu, int N,
+                        int C, int HW, ssl_layout l)
 {
-    ssl_backend_cpu()->bn_bwd(ctx, dx, dgamma, dbeta, dy, x, mean, invstd, gamma, training, N, C,
-                              HW, l);
+    ssl_backend_cpu()->bn_bwd(ctx, dx, dskip, dgamma, dbeta, dy, y, x, mean, invstd, gamma,
+                              training, relu, N, C, HW, l);
 }
 
 static void dnnl_relu_fwd(ssl_ctx *ctx, float *y, const float *x, long n)

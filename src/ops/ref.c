@@ -70,9 +70,9 @@ static void ref_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
 }
 
 static void ref_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const float *x,
-                       const float *gamma, const float *beta, float *running_mean,
-                       float *running_var, int training, float momentum, float eps, int N,
-                       int C, int HW, ssl_layout l)
+                       const float *skip, const float *gamma, const float *beta,
+                       float *running_mean, float *running_var, int training, float momentum,
+                       float eps, int relu, int N, int C, int HW, ssl_layout l)
 {
     long m = (long)N * HW;
     for (int c = 0; c < C; c++) {
@@ -105,14 +105,23 @@ static void ref_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const
         for (int n = 0; n < N; n++)
             for (int i = 0; i < HW; i++) {
                 long j = ssl_act_index(l, N, C, HW, n, c, i);
-                y[j] = x[j] * a + b;
+                float v = x[j] * a + b;
+                if (skip) v += skip[j];
+                y[j] = relu && !(v > 0.0f || v != v) ? 0.0f : v; /* NaN stays NaN */
             }
     }
 }
 
-static void ref_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
-                       const float *x, const float *mean, const float *invstd,
-                       const float *gamma, int training, int N, int C, int HW, ssl_layout l)
+/* The gradient reaching the batch norm's output through the ReLU. */
+static float ref_dz(const float *dy, const float *y, int relu, long j)
+{
+    return relu && !(y[j] > 0.0f) ? 0.0f : dy[j];
+}
+
+static void ref_bn_bwd(ssl_ctx *ctx, float *dx, float *dskip, float *dgamma, float *dbeta,
+                       const float *dy, const float *y, const float *x, const float *mean,
+                       const float *invstd, const float *gamma, int training, int relu, int N,
+                       int C, int HW, ssl_layout l)
 {
     long m = (long)N * HW;
     for (int c = 0; c < C; c++) {
@@ -121,8 +130,10 @@ static void ref_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, con
             for (int i = 0; i < HW; i++) {
                 long j = ssl_act_index(l, N, C, HW, n, c, i);
                 double xh = (x[j] - mean[c]) * invstd[c];
-                sdy += dy[j];
-                sdyxh += dy[j] * xh;
+                float dz = ref_dz(dy, y, relu, j);
+                sdy += dz;
+                sdyxh += dz * xh;
+                if (dskip) dskip[j] += dz;
             }
         if (dgamma) dgamma[c] += (float)sdyxh;
         if (dbeta) dbeta[c] += (float)sdy;
@@ -131,11 +142,12 @@ static void ref_bn_bwd(ssl_ctx *ctx, float *dx, float *dgamma, float *dbeta, con
         for (int n = 0; n < N; n++)
             for (int i = 0; i < HW; i++) {
                 long j = ssl_act_index(l, N, C, HW, n, c, i);
+                float dz = ref_dz(dy, y, relu, j);
                 if (training) {
                     double xh = (x[j] - mean[c]) * invstd[c];
-                    dx[j] += (float)(g * (dy[j] - sdy / m - xh * sdyxh / m));
+                    dx[j] += (float)(g * (dz - sdy / m - xh * sdyxh / m));
                 } else {
-                    dx[j] += (float)(g * dy[j]);
+                    dx[j] += (float)(g * dz);
                 }
             }
     }
