@@ -36,6 +36,7 @@ typedef struct bench_args {
     uint64_t seed;
     char data[512]; /* dataset spec for 1x28x28; "random" forces random images */
     char backend[32]; /* ssl_backend_by_name; empty: the library default */
+    int profile;      /* 1: time each backend op kind (ssl_profile_wrap) */
 } bench_args;
 
 static void usage(FILE *f)
@@ -45,7 +46,10 @@ static void usage(FILE *f)
             "                  [--channels 1] [--size 28] [--batch 256] [--threads 2]\n"
             "                  [--workers 1] [--warmup 2] [--steps 5] [--loader-batches 5]\n"
             "                  [--seed 1] [--data fashion-mnist|random] [--backend cpu]\n"
-            "Times SimCLR training steps (selfsup) and prints one JSON line.\n");
+            "                  [--profile 1]\n"
+            "Times SimCLR training steps (selfsup) and prints one JSON line.\n"
+            "--profile 1 times every backend op kind during the timed steps and prints\n"
+            "where a step's time goes (stderr, and a \"profile\" object in the JSON).\n");
 }
 
 static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
@@ -62,7 +66,7 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 
 static int parse_args(int argc, char **argv, bench_args *a)
 {
-    *a = (bench_args){18, 64, 1, 28, 256, SSL_STEM_SMALL, 2, 1, 2, 5, 5, 1, "fashion-mnist", ""};
+    *a = (bench_args){18, 64, 1, 28, 256, SSL_STEM_SMALL, 2, 1, 2, 5, 5, 1, "fashion-mnist", "", 0};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
@@ -88,6 +92,7 @@ static int parse_args(int argc, char **argv, bench_args *a)
         else if (!strcmp(o, "--seed")) { rc = parse_int(o, v, 0, 1 << 30, &seed); a->seed = (uint64_t)seed; }
         else if (!strcmp(o, "--data")) snprintf(a->data, sizeof a->data, "%s", v);
         else if (!strcmp(o, "--backend")) snprintf(a->backend, sizeof a->backend, "%s", v);
+        else if (!strcmp(o, "--profile")) rc = parse_int(o, v, 0, 1, &a->profile);
         else if (!strcmp(o, "--stem")) {
             if (!strcmp(v, "small")) a->stem = SSL_STEM_SMALL;
             else if (!strcmp(v, "imagenet")) a->stem = SSL_STEM_IMAGENET;
@@ -152,6 +157,28 @@ static int load_batch(const ssl_dataset *ds, const bench_args *a, float *views[2
     return rc;
 }
 
+/* Where a timed step's time goes, per backend op kind: a table on stderr
+ * and a "profile" object ending the JSON line (seconds per step). */
+static void print_profile(const ssl_profile *p, int steps, double s_step)
+{
+    double known = 0;
+    fprintf(stderr, "[bench_step] profile of a timed step (%.3f s):\n", s_step);
+    fprintf(stderr, "  %-12s %9s %7s %8s %9s\n", "op", "s/step", "share", "calls", "GFLOP/s");
+    printf(",\"profile\":{");
+    for (int k = 0; k < SSL_PROF_N; k++) {
+        double s = p->sec[k] / steps;
+        known += s;
+        fprintf(stderr, "  %-12s %9.3f %6.1f%% %8ld", ssl_prof_kind_name(k), s, 100 * s / s_step,
+                p->calls[k] / steps);
+        if (p->flop[k] > 0) fprintf(stderr, " %9.1f", p->flop[k] / p->sec[k] / 1e9);
+        fprintf(stderr, "\n");
+        printf("\"%s\":%.4f,", ssl_prof_kind_name(k), s);
+    }
+    fprintf(stderr, "  %-12s %9.3f %6.1f%%  (sums, concat, loss, optimizer, ...)\n", "other",
+            s_step - known, 100 * (s_step - known) / s_step);
+    printf("\"other\":%.4f}", s_step - known);
+}
+
 int main(int argc, char **argv)
 {
     bench_args a;
@@ -162,6 +189,11 @@ int main(int argc, char **argv)
     if (a.backend[0] && ssl_backend_by_name(a.backend, &ctx.backend, err)) {
         fprintf(stderr, "bench_step: --backend: %s\n", err);
         return 2;
+    }
+    ssl_profile prof;
+    if (a.profile) {
+        ctx.backend = ssl_profile_wrap(&prof, ctx.backend ? ctx.backend : ssl_backend_default());
+        ctx.profile = &prof;
     }
 
     ssl_dataset ds;
@@ -259,6 +291,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "[bench_step] %s step %lld/%lld: %.3f s, loss %.4f\n",
                 step < a.warmup ? "warm-up" : "timed", (long long)step + 1, (long long)total,
                 dt, lv);
+        if (step + 1 == a.warmup && a.profile) ssl_profile_clear(&prof);
         if (step >= a.warmup) {
             t_timed += dt;
             if (dt < t_min) t_min = dt;
@@ -272,11 +305,13 @@ int main(int argc, char **argv)
            "\"img_per_s\":%.3f,\"s_per_step\":%.4f,\"s_per_step_min\":%.4f,"
            "\"gflop_per_img\":%.5f,\"gflops\":%.3f,\"peak_rss_mb\":%.1f,"
            "\"loader_ms_per_batch\":%.2f,\"loader_workers\":%d,\"loader_frac_of_step\":%.4f,"
-           "\"arena_mb\":%.1f,\"last_loss\":%.5f}\n",
+           "\"arena_mb\":%.1f,\"last_loss\":%.5f",
            ctx.backend->name, a.depth, a.width, a.stem == SSL_STEM_SMALL ? "small" : "imagenet", ds.c, ds.h, B,
            real ? "fashion-mnist test split" : "random uint8", ctx.n_threads, a.warmup, a.steps,
            ips, s_step, t_min, gflop_img, gflop_img * ips, ssl_peak_rss() / 1048576.0, loader_ms,
            a.workers, loader_ms / 1e3 / s_step, g.arena.high_water / 1048576.0, last_loss);
+    if (a.profile) print_profile(&prof, a.steps, s_step);
+    printf("}\n");
 
     ssl_graph_free(&g);
     ssl_optim_free(opt);

@@ -58,6 +58,8 @@ typedef struct ssl_ctx {
      * lazily by that backend and released by ssl_ctx_free. */
     void *backend_state;
     void (*backend_state_free)(void *state);
+    /* Set while a profiling backend runs (ssl_profile_wrap, ops.h). */
+    struct ssl_profile *profile;
     /* Sticky failure of an op that returns void (scratch out of memory):
      * graph ops and the backward pass check it and stop with ctx->err. */
     int failed;

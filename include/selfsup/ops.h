@@ -128,6 +128,31 @@ typedef struct ssl_backend {
                        const float *x, const float *w, int N, int I, int O);
 } ssl_backend;
 
+/* ---- profiling: where a step's time goes ----
+ * ssl_profile_wrap returns a backend that forwards every call to `inner`
+ * and adds its wall time, call count and (for convolutions) FLOP to p, per
+ * kind of op. Install it as ctx->backend with ctx->profile = p (the table
+ * lives in p). Time outside the table (elementwise sums, concatenation,
+ * losses, the optimizer) is the step's time minus the sum. */
+typedef enum ssl_prof_kind {
+    SSL_PROF_CONV_FWD, SSL_PROF_CONV_BWD, SSL_PROF_BN_FWD, SSL_PROF_BN_BWD, SSL_PROF_RELU,
+    SSL_PROF_POOL, SSL_PROF_GAP, SSL_PROF_LINEAR, SSL_PROF_N
+} ssl_prof_kind;
+
+typedef struct ssl_profile {
+    ssl_backend table;
+    const ssl_backend *inner;
+    char name[48];
+    double sec[SSL_PROF_N], flop[SSL_PROF_N];
+    long calls[SSL_PROF_N];
+} ssl_profile;
+
+const ssl_backend *ssl_profile_wrap(ssl_profile *p, const ssl_backend *inner);
+/* Zeroes the counters (keeps the table). */
+void ssl_profile_clear(ssl_profile *p);
+/* "conv fwd", "bn bwd", ... */
+const char *ssl_prof_kind_name(ssl_prof_kind k);
+
 /* The plain C reference (single thread, direct loops) and the default CPU
  * backend (im2col + BLAS, OpenMP across images and channels). */
 const ssl_backend *ssl_backend_ref(void);
