@@ -28,6 +28,8 @@ typedef struct ssl_tensor {
     ssl_layout layout;
     ssl_device device;
     int requires_grad;
+    int node;    /* 1 + index of the node that made it, 0 for none */
+    int dropped; /* data released by ssl_graph_drop, rebuilt for the backward */
 } ssl_tensor;
 
 long ssl_tensor_numel(const ssl_tensor *t);
@@ -63,6 +65,9 @@ typedef struct ssl_node {
     void *attr;        /* op-specific, owned elsewhere (e.g. a BN layer) */
     int iattr[6];
     float fattr[2];
+    /* Optional: recomputes out->data from the inputs and saved state, so
+     * the output can be dropped after the forward (ssl_graph_drop). */
+    void (*remat)(struct ssl_graph *g, struct ssl_node *n);
 } ssl_node;
 
 /* Gradient buffers of one size that the backward pass has finished with
@@ -97,7 +102,17 @@ void ssl_graph_free(ssl_graph *g);
  * their gradients; an op output's grad is NULL. */
 int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss);
 
-/* A tensor whose memory lives in the arena (uninitialized). */
+/* Releases t's data after its last use in the forward pass: later
+ * tensors of the same size reuse the memory, and the backward pass
+ * recomputes t just before a node that reads it and releases it again
+ * after t's own node. Only outputs of ops that can recompute them
+ * (ssl_op_bn_act: one cheap elementwise pass) are dropped; for others, and
+ * for tensors no backward will read (not recording), it just releases or
+ * does nothing. Reading t->data after a drop is an error. */
+void ssl_graph_drop(ssl_graph *g, ssl_tensor *t);
+
+/* A tensor whose memory lives in the arena (uninitialized); memory
+ * released by the backward or by ssl_graph_drop is reused first. */
 ssl_tensor *ssl_tensor_new(ssl_graph *g, int ndim, const int *shape, ssl_layout layout);
 /* The gradient buffer of t, allocated zeroed on first use. */
 float *ssl_tensor_grad(ssl_graph *g, ssl_tensor *t);

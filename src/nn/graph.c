@@ -100,6 +100,28 @@ void ssl_graph_free(ssl_graph *g)
     g->n_nodes = g->cap_nodes = 0;
 }
 
+static ssl_grad_bin *grad_bin(ssl_graph *g, size_t bytes, int create);
+
+/* A buffer of `bytes` from the released ones, else from the arena. */
+static void *take_buffer(ssl_graph *g, size_t bytes)
+{
+    ssl_grad_bin *b = grad_bin(g, bytes, 0);
+    if (b && b->head) {
+        void *p = b->head;
+        b->head = *(void **)p;
+        return p;
+    }
+    return ssl_arena_alloc(&g->arena, bytes);
+}
+
+static void give_buffer(ssl_graph *g, void *p, size_t bytes)
+{
+    ssl_grad_bin *b = grad_bin(g, bytes, 1);
+    if (!b) return; /* no bin left: the arena keeps it until the reset */
+    *(void **)p = b->head;
+    b->head = p;
+}
+
 ssl_tensor *ssl_tensor_new(ssl_graph *g, int ndim, const int *shape, ssl_layout layout)
 {
     ssl_tensor *t = ssl_arena_alloc(&g->arena, sizeof *t);
@@ -109,7 +131,7 @@ ssl_tensor *ssl_tensor_new(ssl_graph *g, int ndim, const int *shape, ssl_layout 
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     t->layout = ndim == 4 ? layout : SSL_LAYOUT_NCHW;
     t->device = SSL_DEVICE_CPU;
-    t->data = ssl_arena_alloc(&g->arena, sizeof(float) * (size_t)ssl_tensor_numel(t));
+    t->data = take_buffer(g, sizeof(float) * (size_t)ssl_tensor_numel(t));
     if (!t->data) goto oom;
     return t;
 oom:
@@ -136,25 +158,38 @@ static ssl_grad_bin *grad_bin(ssl_graph *g, size_t bytes, int create)
  * backward has run). */
 static void release_grad(ssl_graph *g, ssl_tensor *t)
 {
-    ssl_grad_bin *b = grad_bin(g, sizeof(float) * (size_t)ssl_tensor_numel(t), 1);
-    if (b) {
-        *(void **)t->grad = b->head;
-        b->head = t->grad;
-    }
+    give_buffer(g, t->grad, sizeof(float) * (size_t)ssl_tensor_numel(t));
     t->grad = NULL;
+}
+
+void ssl_graph_drop(ssl_graph *g, ssl_tensor *t)
+{
+    if (!t || !t->data || t->dropped) return;
+    if (g->record && t->requires_grad) {
+        if (!t->node || !g->nodes[t->node - 1].remat) return; /* cannot rebuild it: keep */
+        t->dropped = 1;
+    }
+    give_buffer(g, t->data, sizeof(float) * (size_t)ssl_tensor_numel(t));
+    t->data = NULL;
+}
+
+/* Rebuilds a dropped tensor before a backward that reads it. */
+static int remat(ssl_graph *g, ssl_tensor *t)
+{
+    if (!t || !t->dropped || t->data) return SSL_OK;
+    t->data = take_buffer(g, sizeof(float) * (size_t)ssl_tensor_numel(t));
+    if (!t->data)
+        return ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory recomputing an activation");
+    ssl_node *n = &g->nodes[t->node - 1];
+    n->remat(g, n);
+    return g->ctx->failed;
 }
 
 float *ssl_tensor_grad(ssl_graph *g, ssl_tensor *t)
 {
     if (!t->grad) {
         size_t bytes = sizeof(float) * (size_t)ssl_tensor_numel(t);
-        ssl_grad_bin *b = grad_bin(g, bytes, 0);
-        if (b && b->head) {
-            t->grad = b->head;
-            b->head = *(void **)b->head;
-        } else {
-            t->grad = ssl_arena_alloc(&g->arena, bytes);
-        }
+        t->grad = take_buffer(g, bytes);
         if (!t->grad) {
             ssl_ctx_fail(g->ctx, SSL_ENOMEM, "out of memory for gradients");
             return NULL;
@@ -178,9 +213,16 @@ int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss)
         for (int k = 0; k < 3; k++)
             if (n->in[k] && n->in[k]->requires_grad && !ssl_tensor_grad(g, n->in[k]))
                 return SSL_ENOMEM;
+        for (int k = 0; k < 3; k++)
+            if (remat(g, n->in[k])) return g->ctx->failed;
+        if (remat(g, n->out)) return g->ctx->failed;
         n->backward(g, n);
         if (g->ctx->failed) return g->ctx->failed;
         release_grad(g, n->out);
+        if (n->out->dropped) { /* rebuilt for this backward and its consumers': done */
+            give_buffer(g, n->out->data, sizeof(float) * (size_t)ssl_tensor_numel(n->out));
+            n->out->data = NULL;
+        }
     }
     return SSL_OK;
 }
@@ -214,6 +256,7 @@ ssl_node *ssl_graph_record(ssl_graph *g, ssl_backward_fn bw, ssl_tensor *out, ss
     n->in[1] = b;
     n->in[2] = c;
     out->requires_grad = 1;
+    out->node = g->n_nodes;
     return n;
 }
 

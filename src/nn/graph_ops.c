@@ -125,6 +125,36 @@ static void batchnorm_bwd(ssl_graph *g, ssl_node *n)
                   x->layout);
 }
 
+/* Rebuilds the output of a bn_act node without a residual from its input
+ * and the saved statistics, with the forward's own float expressions
+ * (cpu and ref backends alike), so the rebuilt values are the forward's. */
+static void bn_act_remat(ssl_graph *g, ssl_node *n)
+{
+    const ssl_tensor *x = n->in[0];
+    ssl_tensor *y = n->out;
+    const ssl_bn_layer *bn = n->attr;
+    const float *mean = n->saved, *invstd = mean + bn->C;
+    const float *gamma = bn->weight.data, *beta = bn->bias.data;
+    const int relu = n->iattr[1];
+    int N, C, HW;
+    act_dims(x, &N, &C, &HW);
+    const ssl_layout l = x->layout;
+#pragma omp parallel for schedule(static) num_threads(g->ctx->n_threads)
+    for (int c = 0; c < C; c++) {
+        float a = (gamma ? gamma[c] : 1.0f) * invstd[c];
+        float b = (beta ? beta[c] : 0.0f) - mean[c] * a;
+        for (int i = 0; i < N; i++) {
+            long o = ssl_act_index(l, N, C, HW, i, c, 0);
+            const float *xo = x->data + o;
+            float *yo = y->data + o;
+            for (int j = 0; j < HW; j++) {
+                float v = xo[j] * a + b;
+                yo[j] = !relu || v > 0.0f || v != v ? v : 0.0f;
+            }
+        }
+    }
+}
+
 ssl_tensor *ssl_op_bn_act(ssl_graph *g, ssl_tensor *x, ssl_bn_layer *bn, ssl_tensor *skip,
                           int relu)
 {
@@ -153,6 +183,7 @@ ssl_tensor *ssl_op_bn_act(ssl_graph *g, ssl_tensor *x, ssl_bn_layer *bn, ssl_ten
         n->attr = bn;
         n->iattr[0] = g->training;
         n->iattr[1] = relu;
+        if (!skip && x->ndim == 4) n->remat = bn_act_remat;
     }
     return y;
 }

@@ -112,14 +112,23 @@ ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
     if (m->cfg.stem == SSL_STEM_IMAGENET) h = ssl_op_maxpool(g, h, 3, 2, 1);
     for (int b = 0; b < m->n_blocks; b++) {
         ssl_res_block *blk = &m->blocks[b];
+        /* The activations inside a block are only convolution inputs: each
+         * is dropped after its convolution and recomputed in the backward
+         * from the BN input (ssl_graph_drop), a quarter of the block's
+         * memory (a third for a bottleneck) for one elementwise pass. */
         ssl_tensor *y = h;
-        for (int i = 0; i + 1 < blk->n_conv; i++)
-            y = conv_bn(g, y, &blk->conv[i], &blk->bn[i], NULL, 1);
+        for (int i = 0; i + 1 < blk->n_conv; i++) {
+            ssl_tensor *t = conv_bn(g, y, &blk->conv[i], &blk->bn[i], NULL, 1);
+            if (y != h) ssl_graph_drop(g, y);
+            y = t;
+        }
         /* torchvision runs the downsample after the main branch; the order
          * of the two is immaterial (separate layers, no randomness) */
         ssl_tensor *skip = blk->has_down ? conv_bn(g, h, &blk->down, &blk->down_bn, NULL, 0) : h;
         int last = blk->n_conv - 1;
-        h = conv_bn(g, y, &blk->conv[last], &blk->bn[last], skip, 1);
+        ssl_tensor *out = conv_bn(g, y, &blk->conv[last], &blk->bn[last], skip, 1);
+        if (y != h) ssl_graph_drop(g, y);
+        h = out;
     }
     return ssl_op_global_avgpool(g, h);
 }
