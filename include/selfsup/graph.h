@@ -30,6 +30,8 @@ typedef struct ssl_tensor {
     int requires_grad;
     int node;    /* 1 + index of the node that made it, 0 for none */
     int dropped; /* data released by ssl_graph_drop, rebuilt for the backward */
+    int transient; /* internal to a network: the backward releases the data
+                      once the node that made it has run (consumers ran before) */
 } ssl_tensor;
 
 long ssl_tensor_numel(const ssl_tensor *t);

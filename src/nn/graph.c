@@ -219,7 +219,7 @@ int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss)
         n->backward(g, n);
         if (g->ctx->failed) return g->ctx->failed;
         release_grad(g, n->out);
-        if (n->out->dropped) { /* rebuilt for this backward and its consumers': done */
+        if (n->out->dropped || n->out->transient) { /* its last reader has run */
             give_buffer(g, n->out->data, sizeof(float) * (size_t)ssl_tensor_numel(n->out));
             n->out->data = NULL;
         }

@@ -92,12 +92,22 @@ int ssl_resnet_init(ssl_resnet *m, const ssl_resnet_config *cfg, ssl_rng *rng, c
 
 void ssl_resnet_free(ssl_resnet *m) { ssl_registry_free(&m->reg); }
 
+/* Marks an activation the network alone reads: the backward releases it
+ * as soon as the op that made it is done, so the gradients of the early
+ * layers reuse the memory of the late ones. */
+static ssl_tensor *internal(ssl_tensor *t)
+{
+    if (t) t->transient = 1;
+    return t;
+}
+
 /* act(bn(conv(x)) + skip), skip may be NULL: BN, the residual sum and the
  * ReLU are one op (ssl_op_bn_act). */
 static ssl_tensor *conv_bn(ssl_graph *g, ssl_tensor *x, ssl_conv_layer *c, ssl_bn_layer *bn,
                            ssl_tensor *skip, int relu)
 {
-    return ssl_op_bn_act(g, ssl_op_conv2d(g, x, &c->weight, c->stride, c->pad), bn, skip, relu);
+    ssl_tensor *y = internal(ssl_op_conv2d(g, x, &c->weight, c->stride, c->pad));
+    return internal(ssl_op_bn_act(g, y, bn, skip, relu));
 }
 
 ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
@@ -108,8 +118,9 @@ ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
         return NULL;
     }
     ssl_tensor *h = ssl_op_to_layout(g, x, g->be->act_layout);
+    if (h != x) internal(h);
     h = conv_bn(g, h, &m->conv1, &m->bn1, NULL, 1);
-    if (m->cfg.stem == SSL_STEM_IMAGENET) h = ssl_op_maxpool(g, h, 3, 2, 1);
+    if (m->cfg.stem == SSL_STEM_IMAGENET) h = internal(ssl_op_maxpool(g, h, 3, 2, 1));
     for (int b = 0; b < m->n_blocks; b++) {
         ssl_res_block *blk = &m->blocks[b];
         /* The activations inside a block are only convolution inputs: each
