@@ -2,7 +2,7 @@
 #   make            library and CLI
 #   make test       build and run every test (the README's test command)
 #   make SAN=1 test the same under AddressSanitizer + UBSan (build-san/)
-#   make bench      SimCLR step, selfsup vs PyTorch side by side
+#   make bench      SimCLR, BYOL and DINO steps, selfsup vs PyTorch side by side
 CC      ?= cc
 SAN     ?= 0
 ifeq ($(SAN),1)
@@ -27,6 +27,18 @@ DNNL_OK := $(shell printf '#include <dnnl.h>\nint main(void){return dnnl_version
 ifeq ($(DNNL_OK),1)
 CFLAGS  += -DSSL_HAVE_DNNL
 LIBS    += -ldnnl
+endif
+# libjpeg(-turbo) and libpng: JPEG / PNG image folders (--data DIR); without
+# them such folders fail with a "built without JPEG/PNG support" error.
+JPEG_OK := $(shell printf '#include <stdio.h>\n#include <jpeglib.h>\nint main(void){struct jpeg_decompress_struct c; jpeg_mem_src(&c, 0, 0); return 0;}' | $(CC) -x c - -ljpeg -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(JPEG_OK),1)
+CFLAGS  += -DSSL_HAVE_JPEG
+LIBS    += -ljpeg
+endif
+PNG_OK  := $(shell printf '#include <png.h>\nint main(void){return png_access_version_number() == 0;}' | $(CC) -x c - -lpng -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(PNG_OK),1)
+CFLAGS  += -DSSL_HAVE_PNG
+LIBS    += -lpng
 endif
 LIBS    += -lz -lm -lpthread
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SimCLR training step, selfsup vs PyTorch 1.13, side by side (`make bench`).
+# Training steps of SimCLR, BYOL and DINO, selfsup vs PyTorch 1.13, side by
+# side (`make bench`).
 #
 # 1. Measures the machine's FP32 FMA peak (bench/peak.c) on 1 and THREADS threads.
 # 2. For each configuration runs bench/bench_step.c (selfsup) and
@@ -8,63 +9,96 @@
 # 3. Prints a markdown table and writes it to $BUILD/bench.md; every run's
 #    JSON line goes to $BUILD/bench.jsonl, progress lines to $BUILD/bench.log.
 #
-# Both sides time only the step (forward of both views concatenated, NT-Xent,
-# zero grad, backward, LARS) on one batch made beforehand; the C side also
-# reports its loader's ms per batch (1 worker thread) as a share of the step.
-# GFLOP per image = encoder conv MACs x 2 x 3 (forward + backward ~ 3x forward)
-# x 2 views, from ssl_resnet_macs; the same number is used for both sides.
+# Both sides time only the step (the method's loss over all its views, zero
+# grad, backward, the method's optimizer, its EMA / center update) on one
+# batch made beforehand; the C side also reports its loader's ms per batch
+# (1 worker thread, the method's augmentations) as a share of the step.
+# GFLOP per image = encoder conv MACs x 2 x 3 (forward + backward ~ 3x
+# forward) for every view the encoder trains on, each at its own size, plus
+# MACs x 2 x 1 for every view a teacher encodes without gradient (BYOL's
+# target: both views; DINO's teacher: the 2 global crops). selfsup counts it
+# with ssl_resnet_macs, PyTorch with hooks; the table uses selfsup's for both
+# sides and notes any difference.
 #
 # Environment:
 #   THREADS   compute threads for both sides (default 2)
 #   STEPS     timed steps per run, all configs (default: per config, below)
-#   WARMUP    untimed warm-up steps per run (default: per config, below)
+#   WARMUP    untimed warm-up steps per run, >= 2 (default: per config, below):
+#             the first step sizes the arena and the second faults its pages in
 #   ROUNDS    alternating rounds (default 2)
-#   CONFIGS   which configurations, e.g. "1 2" (default "1 2"):
-#     1  ResNet-18 w64, small stem, 1x28x28 Fashion-MNIST, B=256 (warm-up 1, 3 steps)
-#     2  ResNet-18 w16, small stem, 1x28x28 Fashion-MNIST, B=256 (the README default)
-#     3  ResNet-18 w16, small stem, 3x32x32 random images, B=256
-#     4  ResNet-18 w16, ImageNet stem, 3x64x64 random images, B=256
+#   CONFIGS   which configurations, e.g. "2 7" (default "1 5 6 7 8", the issue's list):
+#     1  SimCLR ResNet-18 w64, small stem, 1x28x28 Fashion-MNIST, B=256 (3 timed steps)
+#     2  SimCLR ResNet-18 w16, small stem, 1x28x28 Fashion-MNIST, B=256 (the README default)
+#     3  SimCLR ResNet-18 w16, small stem, 3x32x32 random images, B=256
+#     4  SimCLR ResNet-18 w16, ImageNet stem, 3x64x64 random images, B=256
+#     5  SimCLR ResNet-18 w64, small stem, 3x32x32 random images (CIFAR's shape), B=256 (3 timed)
+#     6  SimCLR ResNet-50 w64, ImageNet stem, 3x64x64 random images, B=64
+#     7  BYOL   ResNet-18 w16, small stem, 1x28x28 Fashion-MNIST, B=256
+#     8  DINO   ResNet-18 w16, small stem, 1x28x28 Fashion-MNIST, B=256,
+#               2 global 28x28 + 8 local 12x12 crops
+#     9  BYOL   ResNet-18 w64, small stem, 1x28x28 Fashion-MNIST, B=256 (3 timed)
+#     10 DINO   ResNet-18 w64, small stem, 1x28x28, B=256, 2x28 + 8x12 crops (3 timed)
+#   PROFILE   1: selfsup runs with --profile 1 (time per op kind; adds the
+#             timers' small overhead to its steps) and the table is followed
+#             by the profile of each config's best selfsup run
 #   BACKEND   selfsup op backend for bench_step --backend (default: the library default)
 #   PYTHON    the Python with PyTorch 1.13 (default /usr/bin/python3)
 #   BUILD     build folder holding libselfsup.a (default build)
+#   BIN       folder holding bench_step and peak already built (default:
+#             built by make into $BUILD/bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-2}
-CONFIGS=${CONFIGS:-"1 2"}
+CONFIGS=${CONFIGS:-"1 5 6 7 8"}
 PYTHON=${PYTHON:-/usr/bin/python3}
-CC=${CC:-cc}
 BACKEND=${BACKEND:-}
+PROFILE=${PROFILE:-0}
 
-# name | depth width stem channels size batch warmup steps
+# name | method depth width stem channels size batch warmup steps
 config() {
     case "$1" in
-    1) echo "R18 w64 small 1x28x28 B256|18 64 small 1 28 256 1 3" ;;
-    2) echo "R18 w16 small 1x28x28 B256|18 16 small 1 28 256 2 5" ;;
-    3) echo "R18 w16 small 3x32x32 B256|18 16 small 3 32 256 2 5" ;;
-    4) echo "R18 w16 imagenet 3x64x64 B256|18 16 imagenet 3 64 256 2 5" ;;
+    1) echo "SimCLR R18 w64 small 1x28x28 B256|simclr 18 64 small 1 28 256 2 3" ;;
+    2) echo "SimCLR R18 w16 small 1x28x28 B256|simclr 18 16 small 1 28 256 2 5" ;;
+    3) echo "SimCLR R18 w16 small 3x32x32 B256|simclr 18 16 small 3 32 256 2 5" ;;
+    4) echo "SimCLR R18 w16 imagenet 3x64x64 B256|simclr 18 16 imagenet 3 64 256 2 5" ;;
+    5) echo "SimCLR R18 w64 small 3x32x32 B256|simclr 18 64 small 3 32 256 2 3" ;;
+    6) echo "SimCLR R50 w64 imagenet 3x64x64 B64|simclr 50 64 imagenet 3 64 64 2 5" ;;
+    7) echo "BYOL R18 w16 small 1x28x28 B256|byol 18 16 small 1 28 256 2 5" ;;
+    8) echo "DINO R18 w16 small 1x28x28 B256|dino 18 16 small 1 28 256 2 5" ;;
+    9) echo "BYOL R18 w64 small 1x28x28 B256|byol 18 64 small 1 28 256 2 3" ;;
+    10) echo "DINO R18 w64 small 1x28x28 B256|dino 18 64 small 1 28 256 2 3" ;;
     *) return 1 ;;
     esac
 }
 
 for c in $CONFIGS; do
-    config "$c" >/dev/null || { echo "bench.sh: CONFIGS: unknown configuration '$c' (1-4)" >&2; exit 2; }
+    config "$c" >/dev/null || { echo "bench.sh: CONFIGS: unknown configuration '$c' (1-10)" >&2; exit 2; }
 done
 [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: THREADS '$THREADS' must be a positive integer" >&2; exit 2; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: ROUNDS '$ROUNDS' must be a positive integer" >&2; exit 2; }
 [[ -z "${STEPS:-}" || "$STEPS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: STEPS '$STEPS' must be a positive integer" >&2; exit 2; }
-[[ -z "${WARMUP:-}" || "$WARMUP" =~ ^[0-9]+$ ]] || { echo "bench.sh: WARMUP '$WARMUP' must be an integer >= 0" >&2; exit 2; }
-if [[ ! -f "$BUILD/libselfsup.a" ]]; then
-    echo "bench.sh: $BUILD/libselfsup.a not found: run 'make' first" >&2
-    exit 1
-fi
+# One warm-up step is not enough: the first step grows the arena, the second
+# is the first to touch all of its pages (up to ~25 s of page faults at w64).
+[[ -z "${WARMUP:-}" || ("$WARMUP" =~ ^[0-9]+$ && "$WARMUP" -ge 2) ]] || { echo "bench.sh: WARMUP '$WARMUP' must be an integer >= 2" >&2; exit 2; }
+[[ "$PROFILE" == 0 || "$PROFILE" == 1 ]] || { echo "bench.sh: PROFILE '$PROFILE' must be 0 or 1" >&2; exit 2; }
 
-BIN="$BUILD/bench"
-mkdir -p "$BIN"
-# Built by the Makefile, with the libraries the library was built with.
-make -s BUILD="$BUILD" "$BIN/bench_step" "$BIN/peak"
+if [[ -n "${BIN:-}" ]]; then
+    for b in bench_step peak; do
+        [[ -x "$BIN/$b" ]] || { echo "bench.sh: BIN: $BIN/$b not found" >&2; exit 1; }
+    done
+else
+    if [[ ! -f "$BUILD/libselfsup.a" ]]; then
+        echo "bench.sh: $BUILD/libselfsup.a not found: run 'make' first" >&2
+        exit 1
+    fi
+    BIN="$BUILD/bench"
+    mkdir -p "$BIN"
+    # Built by the Makefile, with the libraries the library was built with.
+    make -s BUILD="$BUILD" "$BIN/bench_step" "$BIN/peak"
+fi
 
 HAVE_TORCH=1
 if ! "$PYTHON" -c 'import torch, torchvision' 2>/dev/null; then
@@ -72,6 +106,7 @@ if ! "$PYTHON" -c 'import torch, torchvision' 2>/dev/null; then
     HAVE_TORCH=0
 fi
 
+mkdir -p "$BUILD"
 JSONL="$BUILD/bench.jsonl"
 LOG="$BUILD/bench.log"
 : >"$JSONL"
@@ -86,6 +121,7 @@ run_side() {
     local side=$1 args=$2 out
     if [[ $side == c ]]; then
         [[ -n "$BACKEND" ]] && args="$args --backend $BACKEND"
+        [[ "$PROFILE" == 1 ]] && args="$args --profile 1"
         out=$("$BIN/bench_step" $args 2>>"$LOG") || { echo "bench.sh: bench_step $args failed (see $LOG)" >&2; tail -3 "$LOG" >&2; return 1; }
     else
         out=$("$PYTHON" bench/torch_step.py $args 2>>"$LOG") || { echo "bench.sh: torch_step.py $args failed (see $LOG)" >&2; tail -3 "$LOG" >&2; return 1; }
@@ -97,10 +133,10 @@ run_side() {
 T0=$(date +%s)
 for c in $CONFIGS; do
     IFS='|' read -r name spec <<<"$(config "$c")"
-    read -r depth width stem ch size batch warmup steps <<<"$spec"
+    read -r method depth width stem ch size batch warmup steps <<<"$spec"
     steps=${STEPS:-$steps}
     warmup=${WARMUP:-$warmup}
-    args="--depth $depth --width $width --stem $stem --channels $ch --size $size --batch $batch --threads $THREADS --warmup $warmup --steps $steps"
+    args="--method $method --depth $depth --width $width --stem $stem --channels $ch --size $size --batch $batch --threads $THREADS --warmup $warmup --steps $steps"
     for ((r = 1; r <= ROUNDS; r++)); do
         echo "== config $c ($name), round $r/$ROUNDS: selfsup"
         run_side c "$args" | sed "s/^/   /"
@@ -113,16 +149,17 @@ done
 T1=$(date +%s)
 
 # The table, from the JSON lines: best img/s of each side per config.
-"$PYTHON" - "$JSONL" "$THREADS" "$ROUNDS" "$((T1 - T0))" "$CONFIGS" <<'EOF' | tee "$BUILD/bench.md"
+"$PYTHON" - "$JSONL" "$THREADS" "$ROUNDS" "$((T1 - T0))" "$PROFILE" <<'EOF' | tee "$BUILD/bench.md"
 import json, sys
-path, threads, rounds, secs, configs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+path, threads, rounds, secs, profile = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "1"
 rows = [json.loads(l) for l in open(path) if l.strip()]
 peak = rows[0]
 # The machine's nominal peak: threads x the best single-thread rate (lscpu
 # shows one thread per core, so cores do not share FMA units). The T-thread
 # measurement is shown too: on a busy machine it falls below this.
 peak_t = threads * peak["gflops_1t"]
-key = lambda r: (r["depth"], r["width"], r["stem"], r["in_channels"], r["size"], r["batch"])
+NAMES = {"simclr": "SimCLR", "byol": "BYOL", "dino": "DINO"}
+key = lambda r: (r["method"], r["depth"], r["width"], r["stem"], r["in_channels"], r["size"], r["batch"])
 order, best = [], {}
 for r in rows[1:]:
     k = key(r)
@@ -132,29 +169,47 @@ for r in rows[1:]:
     if r["impl"] not in b or r["img_per_s"] > b[r["impl"]]["img_per_s"]:
         b[r["impl"]] = r
 backend = next((r["backend"] for r in rows if r.get("impl") == "selfsup" and "backend" in r), "default")
-print(f"## SimCLR training step: selfsup ({backend} backend) vs PyTorch {next((r['version'] for r in rows if r.get('impl') == 'pytorch'), 'n/a')}, {threads} threads\n")
-print("| config | selfsup img/s | PyTorch img/s | ratio | selfsup GFLOP/s | % of peak "
-      "| PyTorch GFLOP/s | RSS selfsup | RSS torch | loader ms/batch (% of step) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-notes, fastest = [], []
+backend = backend.replace(" (profiled)", "") + " backend" + (", profiled" if profile else "")
+version = next((r["version"] for r in rows if r.get("impl") == "pytorch"), "n/a")
+name = lambda k: f"{NAMES.get(k[0], k[0])} R{k[1]} w{k[2]} {k[3]} {k[4]}x{k[5]}x{k[5]} B{k[6]}"
+print(f"## Training step: selfsup ({backend}) vs PyTorch {version}, {threads} threads\n")
+print("| config | views | GFLOP/img | selfsup img/s | PyTorch img/s | ratio | selfsup GFLOP/s "
+      "| % of peak | PyTorch GFLOP/s | % of peak | RSS selfsup | RSS torch | loader ms/batch (% of step) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+notes, fastest, heads = [], [], []
 for k in order:
     c, t = best[k].get("selfsup"), best[k].get("pytorch")
     ref = c or t
-    name = f"R{k[0]} w{k[1]} {k[2]} {k[3]}x{k[4]}x{k[4]} B{k[5]}"
+    n = name(k)
     g = ref["gflop_per_img"]  # the C side's count, used for both
-    if c and t and abs(c["gflop_per_img"] - t["gflop_per_img"]) > 1e-3 * g:
-        notes.append(f"{name}: FLOP counts differ (selfsup {c['gflop_per_img']}, "
-                     f"torch hooks {t['gflop_per_img']}); selfsup's is used")
+    if c and t:
+        if abs(c["gflop_per_img"] - t["gflop_per_img"]) > 1e-3 * g:
+            notes.append(f"{n}: FLOP counts differ (selfsup {c['gflop_per_img']}, "
+                         f"torch hooks {t['gflop_per_img']}); selfsup's is used")
+        if c["views"] != t["views"] or c["optimizer"] != t["optimizer"] or \
+                abs(c["peak_lr"] - t["peak_lr"]) > 1e-5 * c["peak_lr"]:
+            notes.append(f"{n}: the sides differ: selfsup views {c['views']} {c['optimizer']} lr "
+                         f"{c['peak_lr']}, PyTorch views {t['views']} {t['optimizer']} lr {t['peak_lr']}")
+    if t and "head_gflop_per_img" in t:
+        heads.append(f"{n}: {t['head_gflop_per_img']:.3f}")
+    # Steady timed steps: the best run's slowest step within 25% of its fastest.
+    for side, r in (("selfsup", c), ("PyTorch", t)):
+        if r and r["s_per_step_max"] > 1.25 * r["s_per_step_min"]:
+            notes.append(f"{n}: {side}'s timed steps are not steady "
+                         f"({', '.join('%.2f' % s for s in r['step_s'])} s)")
     def cell(r, fmt):
         return fmt(r) if r else "n/a"
     cells = [
-        name,
+        n,
+        ref["views"] + (f" (teacher {ref['teacher_views']})" if ref["teacher_views"] else ""),
+        "%.3f" % g,
         cell(c, lambda r: "%.1f" % r["img_per_s"]),
         cell(t, lambda r: "%.1f" % r["img_per_s"]),
         cell(c and t, lambda _: "%.2fx" % (c["img_per_s"] / t["img_per_s"])),
         cell(c, lambda r: "%.1f" % (g * r["img_per_s"])),
         cell(c, lambda r: "%.0f%%" % (100 * g * r["img_per_s"] / peak_t)),
         cell(t, lambda r: "%.1f" % (g * r["img_per_s"])),
+        cell(t, lambda r: "%.0f%%" % (100 * g * r["img_per_s"] / peak_t)),
         cell(c, lambda r: "%.0f MB" % r["peak_rss_mb"]),
         cell(t, lambda r: "%.0f MB" % r["peak_rss_mb"]),
         cell(c, lambda r: "%.1f (%.2f%%)" % (r["loader_ms_per_batch"], 100 * r["loader_frac_of_step"])),
@@ -162,19 +217,26 @@ for k in order:
     print("| " + " | ".join(cells) + " |")
     # The machine may be shared: the fastest single step says what each side
     # does when left alone, the mean above what it did.
-    fast = [f"{n} {min(r['s_per_step_min'] for r in rows[1:] if key(r) == k and r['impl'] == i):.2f} s"
-            for n, i in (("selfsup", "selfsup"), ("PyTorch", "pytorch")) if best[k].get(i)]
-    fastest.append(f"{name}: " + ", ".join(fast))
+    fast = [f"{s} {min(r['s_per_step_min'] for r in rows[1:] if key(r) == k and r['impl'] == i):.2f} s"
+            for s, i in (("selfsup", "selfsup"), ("PyTorch", "pytorch")) if best[k].get(i)]
+    fastest.append(f"{n}: " + ", ".join(fast))
 print()
 print(f"- Peak FP32 FMA ({peak['isa']}): {peak['gflops_1t']:.1f} GFLOP/s on 1 thread, "
       f"{peak['gflops_t']:.1f} measured on {threads}; % of peak is against "
       f"{threads} x 1-thread = {peak_t:.1f} GFLOP/s.")
-print("- GFLOP per image = encoder conv MACs x 2 x 3 (forward + backward ~ 3x forward) x 2 views "
-      "(projector, BN, loss not counted); the same number for both sides: "
-      + ", ".join(f"R{k[0]} w{k[1]} {k[4]}px: {(best[k].get('selfsup') or best[k].get('pytorch'))['gflop_per_img']:.3f}" for k in order) + ".")
+print("- GFLOP per image = encoder conv MACs x 2 x 3 (forward + backward ~ 3x forward) for each "
+      "view the encoder trains on, at its own size, + MACs x 2 x 1 for each view a teacher encodes "
+      "without gradient (the views column: count x side; teacher n = views through a teacher); "
+      "heads, BN, losses and the optimizer are not counted. selfsup counts it from "
+      "ssl_resnet_macs, PyTorch by hooks on its convolutions; selfsup's number is used for both "
+      "sides (they agree unless a NOTE says otherwise).")
+if heads:
+    print("- Not in GFLOP/img: the heads' linear layers, counted the same way by PyTorch's hooks, "
+          "GFLOP per image: " + "; ".join(heads) + ".")
 print(f"- Best of {rounds} alternating rounds (selfsup, PyTorch, ...); img/s = batch / mean timed step; "
-      "each image is 2 views. Both sides time the step on one pre-made batch; the loader column is "
-      "selfsup's loader alone (1 worker thread, SimCLR augmentation of 2 views) per batch, as a share of its step.")
+      "each image is all its views. Both sides time the step (loss, backward, optimizer, EMA / "
+      "center update) on one pre-made batch; the loader column is selfsup's loader alone (1 worker "
+      "thread, the method's augmentation of all views) per batch, as a share of its step.")
 print("- RSS is the process's peak (ru_maxrss); PyTorch's includes about "
       f"{next((r['rss_after_import_mb'] for r in rows if r.get('impl') == 'pytorch'), 0):.0f} MB "
       "for importing torch and torchvision.")
@@ -182,4 +244,19 @@ print("- Fastest single step of all rounds (the machine may be shared): " + "; "
 for n in notes:
     print(f"- NOTE: {n}")
 print(f"- Total bench time {secs} s. Raw JSON lines: {path}.")
+
+if profile:
+    profs = [(k, best[k]["selfsup"]) for k in order if "profile" in best[k].get("selfsup", {})]
+    if profs:
+        kinds = list(profs[0][1]["profile"])
+        print(f"\n### selfsup profile: seconds per timed step by op kind (share of the step)\n")
+        print("| config | s/step | " + " | ".join(kinds) + " |")
+        print("|---|---:|" + "---:|" * len(kinds))
+        for k, r in profs:
+            s = r["s_per_step"]
+            print(f"| {name(k)} | {s:.3f} | " +
+                  " | ".join("%.3f (%.0f%%)" % (r["profile"][q], 100 * r["profile"][q] / s) for q in kinds) + " |")
+        print("\n- From each config's best selfsup run above, run with --profile 1 (its timers are "
+              "in its step times); \"other\" is the step's time outside the backend ops: sums, "
+              "concatenation, heads' elementwise ops, losses, optimizer, EMA.")
 EOF

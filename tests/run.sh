@@ -46,6 +46,9 @@ done
 bash tests/cli.sh "$BUILD" >"$BUILD/tests/cli.log" 2>&1
 count "$BUILD/tests/cli.log" $? cli
 
+bash tests/imagefolder.sh "$BUILD" >"$BUILD/tests/imagefolder-cli.log" 2>&1
+count "$BUILD/tests/imagefolder-cli.log" $? imagefolder-cli
+
 if [ "$SAN" != 1 ] && [ "${SELFSUP_SKIP_E2E:-0}" != 1 ]; then
     bash tests/e2e.sh "$BUILD" >"$BUILD/tests/e2e.log" 2>&1
     count "$BUILD/tests/e2e.log" $? e2e

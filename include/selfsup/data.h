@@ -1,5 +1,6 @@
-/* selfsup data: datasets (IDX / CIFAR binary), per-image augmentations and a
- * threaded batch loader whose output depends only on (seed, epoch, step). */
+/* selfsup data: datasets (IDX / CIFAR binary / JPEG and PNG image folders),
+ * per-image augmentations and a threaded batch loader whose output depends
+ * only on (seed, epoch, step). */
 #ifndef SELFSUP_DATA_H
 #define SELFSUP_DATA_H
 
@@ -25,7 +26,8 @@ typedef struct ssl_dataset {
  * "mnist" -> /usr/share/datasets/mnist) or a folder holding either the four
  * MNIST-named IDX files (plain or .gz) or CIFAR binary batches
  * (data_batch_1..5.bin + test_batch.bin: CIFAR-10; train.bin + test.bin:
- * CIFAR-100, fine labels). The format is detected from the files.
+ * CIFAR-100, fine labels) or JPEG / PNG images (see "image folders" below,
+ * default options). The format is detected from the files.
  * train: 1 train split, 0 test split. On failure ds is left empty. */
 int ssl_dataset_load(ssl_dataset *ds, const char *spec, int train, char *err);
 void ssl_dataset_free(ssl_dataset *ds);
@@ -34,6 +36,77 @@ void ssl_dataset_free(ssl_dataset *ds);
  * (dims[0] x ... x dims[ndim-1] bytes, free with free()) and the dims are set;
  * ndim is 1..4. The file must hold exactly the bytes its header announces. */
 int ssl_idx_read(const char *path, int *ndim, int dims[4], uint8_t **data, char *err);
+
+/* ---- image folders (JPEG / PNG) ---------------------------------------- */
+/* A folder of photos becomes an ordinary ssl_dataset: every image decoded,
+ * resized and center-cropped to image_size x image_size uint8 (c, h, w) once,
+ * at load time (torchvision's Resize(size) + CenterCrop(size) on PIL images:
+ * shorter side to size with PIL's antialiased bilinear filter, bit-exact).
+ * Layouts (torchvision's ImageFolder):
+ *   root/<class>/.../<file>   classes = sorted subfolder names, label = index;
+ *                             files found recursively, sorted like os.walk
+ *   root/<file>               a flat folder (no subfolders): labels NULL
+ *   root/train/ + root/val/   the splits (root/test/ when there is no val/),
+ *                             each in one of the layouts above; val/ classes
+ *                             take train/'s indices
+ * Without val/ or test/ the test split is the hold-out part (see holdout) or,
+ * with holdout 0, an error. Files: .jpg .jpeg .png (any case) are decoded
+ * (the format is taken from the bytes, not the name); .bmp .pgm .ppm .tif
+ * .tiff .webp are listed (as torchvision does) but fail as unsupported; other files and names
+ * starting with '.' are ignored. Alpha is dropped, palettes expanded, 16-bit
+ * samples keep their high byte (as PIL does). With channels 1, RGB becomes gray
+ * with PIL's ITU-R 601-2 weights ((19595 R + 38470 G + 7471 B + 2^15) >> 16)
+ * before the resize. */
+typedef struct ssl_data_opts {
+    int image_size; /* side of the square images (default 64) */
+    int channels;   /* 3 (default) or 1 */
+    int skip_bad;   /* 1: an undecodable file is skipped with a warning line on
+                       stderr instead of failing the load (default 0) */
+    float holdout;  /* in [0, 1): without val/ or test/, the split's files at sorted
+                       position i of each class go to test when
+                       floor((i+1)*holdout) > floor(i*holdout), the others to
+                       train (default 0: no test split) */
+    int n_threads;  /* decoding threads, 0: all cores (default 0) */
+} ssl_data_opts;
+
+void ssl_data_opts_default(ssl_data_opts *o);
+
+/* ssl_dataset_load with options (NULL: defaults). spec may also carry them:
+ * "DIR#size=96,channels=1,skip-bad,holdout=0.1" (later keys win over opts);
+ * they are an error for IDX and CIFAR data. */
+int ssl_dataset_load_opts(ssl_dataset *ds, const char *spec, int train,
+                          const ssl_data_opts *opts, char *err);
+
+/* The file list of one split of an image folder, without decoding. */
+typedef struct ssl_imagefolder {
+    int n;            /* files */
+    char **paths;     /* (n) */
+    int32_t *labels;  /* (n), NULL for a flat folder */
+    int n_classes;    /* 0 for a flat folder */
+    char **classes;   /* (n_classes) class folder names, sorted */
+    char root[512];   /* the split's folder */
+} ssl_imagefolder;
+
+/* dir: the root as above; train: 1 train split, 0 test split. Errors (no
+ * images, no test split, a val/ class unknown to train/) name the folder. */
+int ssl_imagefolder_scan(ssl_imagefolder *f, const char *dir, int train,
+                         const ssl_data_opts *opts, char *err);
+void ssl_imagefolder_free(ssl_imagefolder *f);
+
+/* Scan + decode on opts->n_threads threads. A bad file fails the load with a
+ * message naming it (the first bad one in file order, whatever the threads),
+ * or with skip_bad is left out after a warning. */
+int ssl_imagefolder_load(ssl_dataset *ds, const char *dir, int train, const ssl_data_opts *opts,
+                         char *err);
+
+/* One file at its own size: *pixels (channels, *h, *w), free with free().
+ * channels 1 or 3. Errors name the file (empty, truncated, corrupt, not an image). */
+int ssl_image_decode(const char *path, int channels, uint8_t **pixels, int *h, int *w,
+                     char *err);
+/* One file decoded, resized and center-cropped: out (channels, size, size). */
+int ssl_image_load(const char *path, int channels, int size, uint8_t *out, char *err);
+/* The same resize + center crop on pixels: src (c, h, w), dst (c, size, size). */
+int ssl_image_resize_crop(const uint8_t *src, int c, int h, int w, int size, uint8_t *dst);
 
 /* ---- augmentation ------------------------------------------------------ */
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void cli_error(const char *cmd, const char *msg)
 {
@@ -40,6 +41,29 @@ static int parse_float(const char *s, float *out)
     return 1;
 }
 
+/* The image-folder options travel inside the data spec ("DIR#size=96,...",
+ * see ssl_dataset_load_opts), so that a checkpoint's config, a resume and an
+ * eval all see them. Appends them to t->data. */
+static int fold_image_options(const char *cmd, ssl_train_config *t, int size, int channels,
+                              int skip_bad, int holdout_set, float holdout)
+{
+    char opts[128] = "";
+    size_t at = 0;
+    if (size) at += (size_t)snprintf(opts + at, sizeof opts - at, ",size=%d", size);
+    if (channels) at += (size_t)snprintf(opts + at, sizeof opts - at, ",channels=%d", channels);
+    if (skip_bad) at += (size_t)snprintf(opts + at, sizeof opts - at, ",skip-bad");
+    if (holdout_set) at += (size_t)snprintf(opts + at, sizeof opts - at, ",holdout=%g", holdout);
+    if (!at) return CLI_OK;
+    struct stat st;
+    /* a folder whose own name holds '#' gets a fresh option list */
+    int has_opts = strchr(t->data, '#') && !(stat(t->data, &st) == 0 && S_ISDIR(st.st_mode));
+    size_t len = strlen(t->data);
+    if (len + at + 1 > 400)
+        return usage_err(cmd, "--data with its image options is too long%s%s", "", "");
+    snprintf(t->data + len, sizeof t->data - len, "%c%s", has_opts ? ',' : '#', opts + 1);
+    return CLI_OK;
+}
+
 /* Index of --name in the method hyperparameter table, or -1. */
 static int method_field(const char *opt)
 {
@@ -55,6 +79,8 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
     snprintf(o->protocol, sizeof o->protocol, "all");
     snprintf(o->split, sizeof o->split, "test");
     ssl_train_config *t = &o->train;
+    int image_size = 0, channels = 0, skip_bad = 0, holdout_set = 0; /* 0: not given */
+    float holdout = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -77,6 +103,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         if (!strcmp(name, "--baselines")) { o->baselines = 1; continue; }
         if (!strcmp(name, "--no-eval")) { o->no_eval = 1; continue; }
         if (!strcmp(name, "--quiet")) { t->quiet = 1; continue; }
+        if (!strcmp(name, "--skip-bad-images")) { skip_bad = 1; continue; }
         if (eq) val = eq + 1;
         else if (i + 1 < argc) val = argv[++i];
         else return usage_err(cmd, "option '%s' needs a value%s", name, "");
@@ -118,6 +145,15 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         FLT("--momentum", t->momentum);
         FLT("--warmup-epochs", t->warmup_epochs);
         FLT("--time-budget", t->time_budget);
+        INT("--image-size", image_size, 1, 4096);
+        if (!strcmp(name, "--holdout")) holdout_set = 1;
+        FLT("--holdout", holdout);
+        if (!strcmp(name, "--channels")) {
+            if (strcmp(val, "1") && strcmp(val, "3"))
+                return usage_err(cmd, "--channels: '%s' must be 1 or 3%s", val, "");
+            channels = val[0] - '0';
+            continue;
+        }
         int field = method_field(name);
         if (field >= 0) {
             const ssl_method_field *fd = &ssl_method_fields[field];
@@ -144,7 +180,12 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         (t->momentum != SSL_UNSET && !(t->momentum >= 0 && t->momentum < 1)) ||
         (t->warmup_epochs != SSL_UNSET && !(t->warmup_epochs >= 0)))
         return usage_err(cmd, "--lr must be > 0, --weight-decay and --warmup-epochs >= 0, --momentum in [0, 1)%s%s", "", "");
-    return CLI_OK;
+    if (holdout_set && !(holdout >= 0 && holdout < 1))
+        return usage_err(cmd, "--holdout must be in [0, 1)%s%s", "", "");
+    if ((image_size || channels || skip_bad || holdout_set) && !o->data_set)
+        return usage_err(cmd, "--image-size, --channels, --skip-bad-images and --holdout "
+                              "describe an image folder: give it with --data%s%s", "", "");
+    return fold_image_options(cmd, t, image_size, channels, skip_bad, holdout_set, holdout);
 }
 
 int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx)

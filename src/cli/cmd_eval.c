@@ -11,6 +11,8 @@ static const char eval_usage[] =
     "  --protocol knn|linear|all   k-NN (k=200 and k=20, T=0.1, cosine, weighted votes),\n"
     "                              linear probe (L2 chosen on a held-out part of train), or both\n"
     "  --data SPEC          another dataset of the same image shape (default: the run's)\n"
+    "  --image-size N  --channels 1|3  --skip-bad-images  --holdout F\n"
+    "                       image folder options, with --data (see 'selfsup pretrain --help')\n"
     "  --arch, --width, --stem  override the architecture the checkpoint says it holds\n"
     "  --baselines          also raw pixels and the random-init encoder\n"
     "  --threads N  --seed N  --device dnnl|cpu|ref  --json\n";
@@ -59,10 +61,14 @@ static int load_model(const char *cmd, const cli_opts *o, ssl_ctx *ctx, ssl_meth
     return CLI_OK;
 }
 
+/* threads: image folders decode on that many threads (0: all cores). */
 static int load_split(const char *cmd, const ssl_train_config *cfg, const ssl_method *m,
-                      int train, ssl_dataset *ds, char *err)
+                      int train, int threads, ssl_dataset *ds, char *err)
 {
-    if (ssl_dataset_load(ds, cfg->data, train, err)) {
+    ssl_data_opts dopt;
+    ssl_data_opts_default(&dopt);
+    dopt.n_threads = threads;
+    if (ssl_dataset_load_opts(ds, cfg->data, train, &dopt, err)) {
         cli_error(cmd, err);
         return CLI_ERR;
     }
@@ -98,8 +104,8 @@ int cmd_eval(int argc, char **argv)
     ssl_eval_row rows[3];
     int n = 0;
     rc = load_model("eval", &o, &ctx, &m, &cfg, &st);
-    if (!rc) rc = load_split("eval", &cfg, &m, 1, &train, ctx.err);
-    if (!rc) rc = load_split("eval", &cfg, &m, 0, &test, ctx.err);
+    if (!rc) rc = load_split("eval", &cfg, &m, 1, o.train.threads, &train, ctx.err);
+    if (!rc) rc = load_split("eval", &cfg, &m, 0, o.train.threads, &test, ctx.err);
     if (rc) goto done;
     char label[64];
     snprintf(label, sizeof label, "%.12s %.12s w%d (%lld steps)", cfg.method, cfg.arch,
@@ -149,7 +155,7 @@ int cmd_embed(int argc, char **argv)
     memset(&ds, 0, sizeof ds);
     float *feat = NULL;
     rc = load_model("embed", &o, &ctx, &m, &cfg, &st);
-    if (!rc) rc = load_split("embed", &cfg, &m, train, &ds, ctx.err);
+    if (!rc) rc = load_split("embed", &cfg, &m, train, o.train.threads, &ds, ctx.err);
     if (rc) goto done;
     int d = m.encoder.feat_dim;
     feat = ssl_malloc(sizeof(float) * (size_t)ds.n * d);

@@ -13,8 +13,20 @@ static const char usage[] =
     "Each method's paper recipe (optimizer, lr, weight decay, hyperparameters) is\n"
     "the default; any option below overrides it (list at the end).\n\n"
     "  --method NAME        simclr (default); see the list below\n"
-    "  --data SPEC          fashion-mnist (default), mnist, or a folder of IDX files or\n"
-    "                       CIFAR-10/100 binary batches (format detected)\n"
+    "  --data SPEC          fashion-mnist (default), mnist, or a folder of IDX files,\n"
+    "                       CIFAR-10/100 binary batches or JPEG/PNG images (format\n"
+    "                       detected); image folders: DIR/<class>/*.jpg (labels from\n"
+    "                       the sorted class names), DIR/*.jpg (no labels: --no-eval),\n"
+    "                       DIR/train/ + DIR/val/ (or test/) as the two splits\n"
+    "  --image-size N       image folders: shorter side resized to N, center crop N x N\n"
+    "                       (default 64; torchvision's Resize + CenterCrop, bilinear\n"
+    "                       with antialiasing as PIL)\n"
+    "  --channels 1|3       image folders: RGB (default) or gray (ITU-R 601-2 luma)\n"
+    "  --skip-bad-images    image folders: skip undecodable files with a warning\n"
+    "                       instead of stopping at the first\n"
+    "  --holdout F          image folders without val/ or test/: a fraction F of each\n"
+    "                       class (evenly spread over the sorted files) is the test\n"
+    "                       split, the rest train\n"
     "  --arch NAME          resnet18 (default), resnet34, resnet50\n"
     "  --width N            base width, 64 = torchvision's (default 16)\n"
     "  --stem small|imagenet  3x3/1 conv without max-pool (default) or 7x7/2 + pool\n"
@@ -101,15 +113,31 @@ int cmd_pretrain(int argc, char **argv)
     if ((rc = cli_ctx("pretrain", &o, &ctx))) return rc;
     ssl_dataset train, test;
     memset(&test, 0, sizeof test);
-    if (ssl_dataset_load(&train, cfg.data, 1, ctx.err)) {
+    ssl_data_opts dopt; /* image folders decode on --threads threads */
+    ssl_data_opts_default(&dopt);
+    dopt.n_threads = cfg.threads;
+    if (ssl_dataset_load_opts(&train, cfg.data, 1, &dopt, ctx.err)) {
         cli_error("pretrain", ctx.err);
         ssl_ctx_free(&ctx);
         return CLI_ERR;
     }
-    /* Both splits before any work, so a bad test file fails fast. */
-    if (!o.no_eval && ssl_dataset_load(&test, cfg.data, 0, ctx.err)) {
+    /* Both splits before any work, so a bad test file (or a split without
+     * labels) fails fast. */
+    if (!o.no_eval && (rc = ssl_dataset_load_opts(&test, cfg.data, 0, &dopt, ctx.err))) {
+        if (rc == SSL_EINVAL) /* no test split: say how to go on without one */
+            snprintf(ctx.err + strlen(ctx.err), SSL_ERR_LEN - strlen(ctx.err),
+                     "; --no-eval trains without evaluating");
         cli_error("pretrain", ctx.err);
         ssl_dataset_free(&train);
+        ssl_ctx_free(&ctx);
+        return CLI_ERR;
+    }
+    if (!o.no_eval && (!train.labels || !test.labels)) {
+        snprintf(ctx.err, SSL_ERR_LEN, "%.400s has no labels (a flat image folder): the evaluation "
+                 "needs class subfolders; --no-eval trains without it", cfg.data);
+        cli_error("pretrain", ctx.err);
+        ssl_dataset_free(&train);
+        ssl_dataset_free(&test);
         ssl_ctx_free(&ctx);
         return CLI_ERR;
     }

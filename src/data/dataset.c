@@ -1,11 +1,15 @@
-/* Dataset lookup (named datasets, folders), format detection, the MNIST-style
- * IDX pair, and whole-split conversion to normalized floats. */
+/* Dataset lookup (named datasets, folders, the options a spec carries), format
+ * detection, the MNIST-style IDX pair, and whole-split conversion to
+ * normalized floats. */
 #define _POSIX_C_SOURCE 200809L
 #include "data_internal.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 int ssl_data_file_exists(const char *path)
@@ -113,7 +117,31 @@ static int detect(const char *dir)
     return 0;
 }
 
-static int load_dir(ssl_dataset *ds, const char *dir, int train, char *err)
+/* An image folder, as far as one look tells: a subfolder (a class or a split)
+ * or a file named like an image. Hidden names do not count. */
+static int looks_like_images(const char *dir)
+{
+    static const char *const ext[] = {".jpg", ".jpeg", ".png", ".bmp", ".pgm",
+                                      ".ppm", ".tif", ".tiff", ".webp"};
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    struct dirent *e;
+    char p[1400];
+    while (!found && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        const char *dot = strrchr(e->d_name, '.');
+        found = dir_exists(p);
+        for (size_t i = 0; !found && dot && i < sizeof ext / sizeof ext[0]; i++)
+            found = !strcasecmp(dot, ext[i]);
+    }
+    closedir(d);
+    return found;
+}
+
+static int load_dir(ssl_dataset *ds, const char *dir, int train, const ssl_data_opts *o,
+                    int n_opts, char *err)
 {
     int fmt = detect(dir);
     char sub[600];
@@ -124,24 +152,97 @@ static int load_dir(ssl_dataset *ds, const char *dir, int train, char *err)
             if (dir_exists(sub) && (fmt = detect(sub)) != 0) dir = sub;
         }
     }
+    if (fmt && n_opts)
+        return ssl_fail(err, SSL_EINVAL,
+                        "%s: image options (size, channels, skip-bad, holdout) are for JPEG/PNG "
+                        "image folders, this is %s data", dir, fmt == 1 ? "IDX" : "CIFAR");
     switch (fmt) {
     case 1: return idx_load(ds, dir, train, err);
     case 2: return ssl_cifar_load(ds, dir, train, 0, err);
     case 3: return ssl_cifar_load(ds, dir, train, 1, err);
     default:
+        if (looks_like_images(dir)) return ssl_imagefolder_load(ds, dir, train, o, err);
         return ssl_fail(err, SSL_EIO,
                         "%s: no dataset files found (expected train-images-idx3-ubyte[.gz], "
-                        "CIFAR-10 data_batch_1.bin or CIFAR-100 train.bin)",
+                        "CIFAR-10 data_batch_1.bin, CIFAR-100 train.bin, or .jpg/.png images, "
+                        "directly or in class subfolders)",
                         dir);
     }
 }
 
+/* "PATH#key=value,key,..." -> path and options; n_opts counts the keys. A spec
+ * that names an existing folder as a whole carries none, '#' and all. */
+static int spec_options(const char *spec, char *path, size_t len, ssl_data_opts *o, int *n_opts,
+                        char *err)
+{
+    *n_opts = 0;
+    const char *hash = strrchr(spec, '#');
+    if (!hash || dir_exists(spec)) {
+        snprintf(path, len, "%s", spec);
+        return SSL_OK;
+    }
+    snprintf(path, len, "%.*s", (int)(hash - spec), spec);
+    char opts[256];
+    if (strlen(hash + 1) >= sizeof opts)
+        return ssl_fail(err, SSL_EINVAL, "dataset '%.60s': options too long", spec);
+    snprintf(opts, sizeof opts, "%s", hash + 1);
+    char *save = NULL;
+    for (char *kv = strtok_r(opts, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '='), *end = NULL;
+        const char *val = eq ? eq + 1 : NULL;
+        if (eq) *eq = 0;
+        errno = 0;
+        double v = val ? strtod(val, &end) : 1;
+        int num_ok = !val || (end != val && !*end && !errno);
+        int ok = 1;
+        if (!strcmp(kv, "size")) {
+            ok = val && num_ok && v >= 1 && v <= 4096 && v == (int)v;
+            if (ok) o->image_size = (int)v;
+        } else if (!strcmp(kv, "channels")) {
+            ok = val && num_ok && (v == 1 || v == 3);
+            if (ok) o->channels = (int)v;
+        } else if (!strcmp(kv, "skip-bad")) {
+            ok = num_ok && (v == 0 || v == 1);
+            if (ok) o->skip_bad = (int)v;
+        } else if (!strcmp(kv, "holdout")) {
+            ok = val && num_ok && v >= 0 && v < 1;
+            if (ok) o->holdout = (float)v;
+        } else {
+            return ssl_fail(err, SSL_EINVAL,
+                            "dataset '%.300s': unknown option '%.40s' (size=N, channels=1|3, "
+                            "skip-bad, holdout=F)", spec, kv);
+        }
+        if (!ok)
+            return ssl_fail(err, SSL_EINVAL,
+                            "dataset '%.300s': bad value for %s (size=1..4096, channels=1|3, "
+                            "skip-bad[=0|1], holdout in [0, 1))", spec, kv);
+        (*n_opts)++;
+    }
+    return SSL_OK;
+}
+
 int ssl_dataset_load(ssl_dataset *ds, const char *spec, int train, char *err)
+{
+    return ssl_dataset_load_opts(ds, spec, train, NULL, err);
+}
+
+int ssl_dataset_load_opts(ssl_dataset *ds, const char *spec, int train,
+                          const ssl_data_opts *opts, char *err)
 {
     memset(ds, 0, sizeof *ds);
     if (!spec || !*spec) return ssl_fail(err, SSL_EINVAL, "dataset: empty name");
-    if (strlen(spec) > 400) /* leaves room for the file names appended to it */
-        return ssl_fail(err, SSL_EINVAL, "dataset '%.60s...': path longer than 400 characters", spec);
+    ssl_data_opts o;
+    if (opts) o = *opts;
+    else ssl_data_opts_default(&o);
+    char path[1024];
+    int n_opts;
+    if (strlen(spec) >= sizeof path)
+        return ssl_fail(err, SSL_EINVAL, "dataset '%.60s...': spec too long", spec);
+    int rc = spec_options(spec, path, sizeof path, &o, &n_opts, err);
+    if (rc) return rc;
+    if (strlen(path) > 400) /* leaves room for the file names appended to it */
+        return ssl_fail(err, SSL_EINVAL, "dataset '%.60s...': path longer than 400 characters",
+                        path);
     static const struct {
         const char *name, *dir, *package;
     } named[] = {
@@ -149,14 +250,18 @@ int ssl_dataset_load(ssl_dataset *ds, const char *spec, int train, char *err)
         {"mnist", "/usr/share/datasets/mnist", "an MNIST IDX copy there"},
     };
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
-        if (strcmp(spec, named[i].name) != 0) continue;
+        if (strcmp(path, named[i].name) != 0) continue;
+        if (n_opts)
+            return ssl_fail(err, SSL_EINVAL,
+                            "%s: image options (size, channels, skip-bad, holdout) are for "
+                            "JPEG/PNG image folders", path);
         if (!dir_exists(named[i].dir))
-            return ssl_fail(err, SSL_EIO, "%s: %s not found (install %s)", spec, named[i].dir,
+            return ssl_fail(err, SSL_EIO, "%s: %s not found (install %s)", path, named[i].dir,
                             named[i].package);
-        return load_dir(ds, named[i].dir, train, err);
+        return load_dir(ds, named[i].dir, train, &o, 0, err);
     }
-    if (dir_exists(spec)) return load_dir(ds, spec, train, err);
-    return ssl_fail(err, SSL_EIO, "dataset '%s': no such named dataset or folder", spec);
+    if (dir_exists(path)) return load_dir(ds, path, train, &o, n_opts, err);
+    return ssl_fail(err, SSL_EIO, "dataset '%s': no such named dataset or folder", path);
 }
 
 void ssl_dataset_free(ssl_dataset *ds)
