@@ -89,6 +89,10 @@ int ssl_resnet_init(ssl_resnet *m, const ssl_resnet_config *cfg, ssl_rng *rng, c
 void ssl_resnet_free(ssl_resnet *m);
 /* x (N, in_channels, H, W) NCHW -> features (N, feat_dim) */
 ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x);
+/* The same without the global pool: the last feature map (N, feat_dim, h, w)
+ * in the backend's activation layout, for dense (per-location) objectives.
+ * 28 px with the small stem -> 4 x 4. */
+ssl_tensor *ssl_resnet_forward_dense(ssl_graph *g, ssl_resnet *m, ssl_tensor *x);
 /* Multiply-accumulates of one forward pass of one image of size h x w, x2 = FLOPs. */
 double ssl_resnet_macs(const ssl_resnet *m, int h, int w);
 /* "resnet18" etc. -> depth; 0 if unknown. */

@@ -112,6 +112,13 @@ static ssl_tensor *conv_bn(ssl_graph *g, ssl_tensor *x, ssl_conv_layer *c, ssl_b
 
 ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
 {
+    ssl_tensor *h = ssl_resnet_forward_dense(g, m, x);
+    if (h) h->transient = 1; /* only the pool reads it here */
+    return ssl_op_global_avgpool(g, h);
+}
+
+ssl_tensor *ssl_resnet_forward_dense(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
+{
     if (!x) return NULL;
     if (x->ndim != 4 || x->shape[1] != m->cfg.in_channels) {
         ssl_ctx_fail(g->ctx, SSL_ESHAPE, "resnet: expected (N, %d, H, W) input", m->cfg.in_channels);
@@ -141,7 +148,8 @@ ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
         if (y != h) ssl_graph_drop(g, y);
         h = out;
     }
-    return ssl_op_global_avgpool(g, h);
+    if (h) h->transient = 0; /* the caller's */
+    return h;
 }
 
 static double conv_macs(const ssl_conv_layer *c, int *h, int *w)
