@@ -55,6 +55,7 @@ typedef struct bench_args {
     char data[512]; /* dataset spec for 1x28x28; "random" forces random images */
     char backend[32]; /* ssl_backend_by_name; empty: the library default */
     int profile;      /* 1: time each backend op kind (ssl_profile_wrap) */
+    int direct_conv;  /* 1: no Winograd (ctx.direct_conv), for before/after */
 } bench_args;
 
 /* Methods whose encoder sees each view once (so the FLOP convention
@@ -78,7 +79,7 @@ static void usage(FILE *f)
             "                  [--channels 1] [--size 28] [--batch 256] [--threads 2]\n"
             "                  [--workers 1] [--warmup 2] [--steps 5] [--loader-batches 5]\n"
             "                  [--seed 1] [--data fashion-mnist|random] [--backend cpu]\n"
-            "                  [--profile 1]\n"
+            "                  [--profile 1] [--direct-conv 1]\n"
             "Times training steps of one method (selfsup) and prints one JSON line.\n"
             "--method: simclr, byol, dino, moco, simsiam, swav, barlow, vicreg, with the\n"
             "method's default hyperparameters, views and optimizer recipe.\n"
@@ -101,7 +102,7 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 static int parse_args(int argc, char **argv, bench_args *a)
 {
     *a = (bench_args){"simclr", 18, 64, 1, 28, 256, SSL_STEM_SMALL, 2, 1, 2, 5, 5, 1,
-                      "fashion-mnist", "", 0};
+                      "fashion-mnist", "", 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
@@ -129,6 +130,7 @@ static int parse_args(int argc, char **argv, bench_args *a)
         else if (!strcmp(o, "--data")) snprintf(a->data, sizeof a->data, "%s", v);
         else if (!strcmp(o, "--backend")) snprintf(a->backend, sizeof a->backend, "%s", v);
         else if (!strcmp(o, "--profile")) rc = parse_int(o, v, 0, 1, &a->profile);
+        else if (!strcmp(o, "--direct-conv")) rc = parse_int(o, v, 0, 1, &a->direct_conv);
         else if (!strcmp(o, "--stem")) {
             if (!strcmp(v, "small")) a->stem = SSL_STEM_SMALL;
             else if (!strcmp(v, "imagenet")) a->stem = SSL_STEM_IMAGENET;
@@ -289,6 +291,7 @@ int main(int argc, char **argv)
     if (!bm) return 2;
     ssl_ctx ctx;
     ssl_ctx_init(&ctx, a.seed, a.threads);
+    ctx.direct_conv = a.direct_conv;
     char *err = ctx.err;
     if (a.backend[0] && ssl_backend_by_name(a.backend, &ctx.backend, err)) {
         fprintf(stderr, "bench_step: --backend: %s\n", err);

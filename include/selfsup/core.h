@@ -58,6 +58,10 @@ typedef struct ssl_ctx {
      * lazily by that backend and released by ssl_ctx_free. */
     void *backend_state;
     void (*backend_state_free)(void *state);
+    /* 1: every convolution direct, no Winograd (whose rounding differs
+     * from PyTorch's direct kernels by design: ~5e-6 relative for F(4x4,
+     * 3x3) vs ~6e-7); for replaying PyTorch goldens bit-closely. */
+    int direct_conv;
     /* Set while a profiling backend runs (ssl_profile_wrap, ops.h). */
     struct ssl_profile *profile;
     /* Sticky failure of an op that returns void (scratch out of memory):

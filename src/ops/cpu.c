@@ -1,8 +1,12 @@
 /* The default CPU backend: convolution as im2col + BLAS over chunks of images,
  * one chunk per OpenMP task; batch norm, pooling and ReLU parallel over
  * channels. BLAS runs single-threaded inside each task, so exactly n_threads
- * threads work and none oversubscribe. Checked against ref.c by tests/test_ops.c. */
+ * threads work and none oversubscribe. 3x3 stride-1 convolutions of 16+
+ * channels and 8+ images go to the Winograd kernels (winograd.c, checked
+ * by tests/test_winograd.c). Checked against ref.c by tests/test_ops.c. */
 #include "selfsup/ops.h"
+
+#include "winograd.h"
 
 #include <math.h>
 #include <string.h>
@@ -128,6 +132,10 @@ static void act_block(ssl_layout l, int N, int ch, long hw, int n0, const float 
 static void cpu_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
                            const ssl_conv_desc *d)
 {
+    if (!ctx->direct_conv && ssl_winograd_suits(d)) {
+        ssl_winograd_conv_fwd(ctx, y, x, w, d);
+        return;
+    }
     const int crs = d->C * d->R * d->S;
     const long ohw = (long)d->OH * d->OW;
     const int nb = chunk_images(ctx, d);
@@ -159,6 +167,10 @@ static void cpu_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *
 static void cpu_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
                            const float *x, const float *w, const ssl_conv_desc *d)
 {
+    if (!ctx->direct_conv && ssl_winograd_suits(d)) {
+        ssl_winograd_conv_bwd(ctx, dx, dw, dy, x, w, d);
+        return;
+    }
     const int crs = d->C * d->R * d->S;
     const long ohw = (long)d->OH * d->OW;
     const int nb = chunk_images(ctx, d);
