@@ -41,6 +41,25 @@ expect_ok() {
 $PY tests/make_subset.py "$T/sub" 2000 500 || bad "make_subset.py failed"
 SMALL=(--data "$T/sub" --width 4 --batch-size 32 --proj-hidden 64 --proj-dim 32 --threads 2 --quiet)
 DINO_SMALL=("${SMALL[@]/--proj-dim/--bottleneck-dim}") # DINO's head has a bottleneck, no proj-dim
+# The pretext tasks have a classifier head, no projector
+PRETEXT_SMALL=(--data "$T/sub" --width 4 --batch-size 32 --head-hidden 16 --threads 2 --quiet)
+# Colorization needs RGB: a small CIFAR-format folder of blocky colour images
+# (200 train / 60 test); inpainting (a decoder, no head) runs on the gray subset.
+$PY - "$T/rgb" <<'EOF' || bad "making the RGB folder failed"
+import os, sys
+import numpy as np
+rng = np.random.default_rng(0)
+os.makedirs(sys.argv[1], exist_ok=True)
+def batch(name, n):
+    img = np.kron(rng.integers(0, 256, (n, 3, 4, 4)), np.ones((1, 1, 8, 8))).astype(np.uint8)
+    labels = rng.integers(0, 10, (n, 1)).astype(np.uint8)
+    open(os.path.join(sys.argv[1], name), "wb").write(np.concatenate([labels, img.reshape(n, -1)], 1).tobytes())
+for i in range(1, 6):
+    batch("data_batch_%d.bin" % i, 40)
+batch("test_batch.bin", 60)
+EOF
+COLOR_SMALL=(--data "$T/rgb" --width 4 --batch-size 32 --threads 2 --quiet)
+DECODER_SMALL=(--data "$T/sub" --width 4 --batch-size 32 --threads 2 --quiet)
 
 # ---- usage errors (exit 2) ----
 expect_fail 2 "unknown option '--bogus'" -- $SELFSUP pretrain --bogus 1
@@ -65,6 +84,19 @@ expect_fail 1 "--temperature must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --m
 expect_fail 1 "--prototypes does not apply to simclr" -- $SELFSUP pretrain "${SMALL[@]}" --prototypes 10 --steps 1
 expect_fail 1 "--sinkhorn-iters must be >= 1" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --sinkhorn-iters 0 --steps 1
 expect_fail 1 "--global-crops + --local-crops must be <= 12" -- $SELFSUP pretrain "${DINO_SMALL[@]}" --method dino --local-crops 11 --steps 1
+expect_fail 1 "--permutations must be in 2..2000" -- $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method jigsaw --permutations 1 --steps 1
+expect_fail 1 "--color-drop must be 0 or 1" -- $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method relloc --color-drop 2 --steps 1
+expect_fail 1 "--permutations does not apply to rotation" -- $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method rotation --permutations 10 --steps 1
+expect_fail 1 "the 3x3 grid needs views of >= 9 px" -- $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method relloc --view-size 8 --steps 1
+expect_fail 1 "--proj-hidden does not apply to jigsaw" -- $SELFSUP pretrain "${SMALL[@]}" --method jigsaw --steps 1
+expect_fail 1 "--dense-weight must be in .0, 1. (got 1.5)" -- $SELFSUP pretrain "${SMALL[@]}" --method dense --dense-weight 1.5 --steps 1
+expect_fail 1 "--dense-weight does not apply to simclr" -- $SELFSUP pretrain "${SMALL[@]}" --method simclr --dense-weight 0.5 --steps 1
+expect_fail 1 "colorization needs RGB images (3 channels), the data has 1" -- $SELFSUP pretrain "${DECODER_SMALL[@]}" --method colorization --steps 1
+expect_fail 1 "--color-regression must be 0 or 1 (got 2)" -- $SELFSUP pretrain "${COLOR_SMALL[@]}" --method colorization --color-regression 2 --steps 1
+expect_fail 1 "--mask-size does not apply to colorization" -- $SELFSUP pretrain "${COLOR_SMALL[@]}" --method colorization --mask-size 0.3 --steps 1
+expect_fail 1 "--mask-size must be in (0, 1)" -- $SELFSUP pretrain "${DECODER_SMALL[@]}" --method inpainting --mask-size 1.5 --steps 1
+expect_fail 1 "--mask-size 0.99 masks the whole 28-px view" -- $SELFSUP pretrain "${DECODER_SMALL[@]}" --method inpainting --mask-size 0.99 --steps 1
+expect_fail 1 "--adv-weight must be in .0, 1): lambda_rec is 1 minus it (got 1)" -- $SELFSUP pretrain "${DECODER_SMALL[@]}" --method inpainting --adv-weight 1 --steps 1
 for cmd in pretrain eval embed info; do
     expect_ok $SELFSUP $cmd --help && grep -q "usage: selfsup $cmd" "$T/out" && ok || bad "$cmd --help"
 done
@@ -139,6 +171,57 @@ fi
 expect_ok $SELFSUP info "$CK" && grep -q "simclr" "$T/out" && grep -q "layer4.1.conv2.weight\|tensors" "$T/out" && ok || bad "info output"
 expect_ok $SELFSUP info "$CK" --json && $PY -c "import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); assert d['metadata']['method']=='simclr' and d['tensors']>100" "$T/out" && ok || bad "info --json"
 
+# ---- a pretext task reports its accuracy: in the log, and held out in the
+# evaluation, the same from pretrain and eval (choices depend on the image) ----
+if expect_ok $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method relloc --steps 4 --log-every 2 --protocol knn --out "$T/prt" --json; then
+    tail -n 1 "$T/out" >"$T/prt.json"
+    expect_ok $SELFSUP eval "$T/prt/last.safetensors" --protocol knn --threads 2 --json && tail -n 1 "$T/out" >"$T/prte.json"
+    $PY - "$T/prt/log.jsonl" "$T/prt.json" "$T/prte.json" <<'EOF' && ok || bad "pretext metrics"
+import json, sys
+log = [json.loads(l) for l in open(sys.argv[1])]
+assert all(0 <= r["pretext_acc"] <= 1 for r in log), log
+a = json.load(open(sys.argv[2]))["eval"]["encoder"]
+b = json.load(open(sys.argv[3]))["eval"]["encoder"]
+assert a["pretext_classes"] == 8 and 0 <= a["pretext_top1"] <= 100, a
+assert (a["pretext_top1"], a["pretext_loss"]) == (b["pretext_top1"], b["pretext_loss"]), (a, b)
+EOF
+fi
+grep -q pretext "$RUN/log.jsonl" && bad "simclr's log has pretext fields" || ok
+
+# ---- the dense pretext tasks: colorization (RGB in, the encoder sees L; its
+# evaluation and embedding feed L, also of gray data, where the task itself has
+# no figure) and inpainting (a regression task: a held-out loss, no accuracy) ----
+if expect_ok $SELFSUP pretrain "${COLOR_SMALL[@]}" --method colorization --steps 3 --protocol knn --baselines --out "$T/col" --json; then
+    tail -n 1 "$T/out" >"$T/col.json"
+    expect_ok $SELFSUP eval "$T/col/last.safetensors" --protocol knn --threads 2 --json && tail -n 1 "$T/out" >"$T/cole.json"
+    expect_ok $SELFSUP eval "$T/col/last.safetensors" --data "$T/sub" --protocol knn --threads 2 --json && tail -n 1 "$T/out" >"$T/colg.json"
+    expect_ok $SELFSUP embed "$T/col/last.safetensors" --prefix "$T/colemb" --threads 2
+    $PY - "$T/col.json" "$T/cole.json" "$T/colg.json" "$T/colemb_features.npy" "$T/col/last.safetensors" <<'EOF' && ok || bad "colorization round trip"
+import json, struct, sys
+import numpy as np
+a, b, g = (json.load(open(p))["eval"] for p in sys.argv[1:4])
+assert a["encoder"]["pretext_classes"] == 261 and 0 <= a["encoder"]["pretext_top1"] <= 100, a
+assert (a["encoder"]["pretext_top1"], a["encoder"]["pretext_loss"]) == (b["encoder"]["pretext_top1"], b["encoder"]["pretext_loss"]), (a, b)
+assert "pretext_loss" not in g["encoder"] and g["encoder"]["knn_top1_k20"] > 0, g
+f = np.load(sys.argv[4])
+assert f.shape == (60, 32) and np.isfinite(f).all()
+raw = open(sys.argv[5], "rb").read()
+meta = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+assert meta["in_channels"] == "1", meta["in_channels"]
+EOF
+fi
+if expect_ok $SELFSUP pretrain "${DECODER_SMALL[@]}" --method inpainting --steps 3 --log-every 1 --protocol knn --out "$T/inp" --json; then
+    tail -n 1 "$T/out" >"$T/inp.json"
+    expect_ok $SELFSUP eval "$T/inp/last.safetensors" --protocol knn --threads 2 --json && tail -n 1 "$T/out" >"$T/inpe.json"
+    $PY - "$T/inp.json" "$T/inpe.json" "$T/inp/log.jsonl" <<'EOF' && ok || bad "inpainting round trip"
+import json, sys
+a, b = (json.load(open(p))["eval"]["encoder"] for p in sys.argv[1:3])
+assert a["pretext_loss"] > 0 and "pretext_top1" not in a, a
+assert a["pretext_loss"] == b["pretext_loss"], (a, b)
+assert not any("pretext_acc" in l for l in open(sys.argv[3])), "a regression task logs no accuracy"
+EOF
+fi
+
 # ---- bad checkpoints ----
 expect_fail 1 "$T/missing.safetensors" -- $SELFSUP eval "$T/missing.safetensors"
 head -c 5 "$CK" >"$T/tiny.safetensors"
@@ -164,6 +247,8 @@ METHODS=$($SELFSUP pretrain --help | awk '/^methods/{on=1; next} on && /^  [a-z]
 for m in $METHODS; do
     args=("${SMALL[@]}")
     [ $m = dino ] && args=("${DINO_SMALL[@]}")
+    case $m in rotation | relloc) args=("${PRETEXT_SMALL[@]}") ;; jigsaw) args=("${PRETEXT_SMALL[@]}" --permutations 10) ;; esac
+    case $m in colorization) args=("${COLOR_SMALL[@]}") ;; inpainting) args=("${DECODER_SMALL[@]}" --adv-weight 0.001 --mask-blocks 2) ;; esac
     expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --no-eval --out "$T/full_$m" || continue
     expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --stop-after 3 --no-eval --out "$T/part_$m" || continue
     expect_ok $SELFSUP pretrain --resume "$T/part_$m/last.safetensors" --threads 2 --quiet --no-eval || continue

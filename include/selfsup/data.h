@@ -140,6 +140,27 @@ size_t ssl_aug_scratch_floats(const ssl_aug *a, int c, int h, int w);
 void ssl_aug_apply(const ssl_aug *a, const uint8_t *src, int c, int h, int w, float *dst,
                    float *scratch, ssl_rng *rng);
 
+/* Where a view came from, for dense objectives that match locations across
+ * views: its crop box in continuous source-image coordinates (source pixel
+ * (i, j) spans [j, j + 1) x [i, i + 1)), the box covering [x0, x0 + w) x
+ * [y0, y0 + h), and whether the view was then flipped left-right. */
+typedef struct ssl_crop_geo {
+    float x0, y0, w, h;
+    int flipped;
+} ssl_crop_geo;
+
+/* ssl_aug_apply that also records the view's crop box and flip in *geo
+ * (NULL: not recorded); the same pixels and the same rng draws. */
+void ssl_aug_apply_geo(const ssl_aug *a, const uint8_t *src, int c, int h, int w, float *dst,
+                       float *scratch, ssl_rng *rng, ssl_crop_geo *geo);
+
+/* Source-image point (X, Y) in an fh x fw feature map covering the view of
+ * geo, in cell units with cell (i, j)'s centre at (u, v) = (j, i), as
+ * ssl_op_grid_sample reads them: u = (X - x0) * fw / w - 0.5, mirrored to
+ * (x0 + w - X) * fw / w - 0.5 when flipped; v = (Y - y0) * fh / h - 0.5. */
+void ssl_crop_geo_to_feature(const ssl_crop_geo *geo, float X, float Y, int fh, int fw, float *u,
+                             float *v);
+
 /* Whole split through eval_aug (deterministic): out is (n, c, out_h, out_w).
  * Returns SSL_OK or SSL_ENOMEM. */
 int ssl_dataset_to_float(const ssl_dataset *ds, const ssl_aug *eval_aug, float *out);
@@ -163,6 +184,10 @@ void ssl_loader_seek(ssl_loader *l, int epoch, int step);
  * of augs[v]; *labels: (batch) or NULL. Valid until the next call. */
 int ssl_loader_next(ssl_loader *l, float *const **views, const int32_t **labels, int *epoch,
                     int *step, char *err);
+/* The crop geometry of the batch the last ssl_loader_next returned:
+ * geo[v][i] for view v of the batch's sample i; valid until the next call,
+ * NULL before the first. */
+const ssl_crop_geo *const *ssl_loader_geo(ssl_loader *l);
 /* Stops and joins the workers, even mid-batch. NULL is fine. */
 void ssl_loader_free(ssl_loader *l);
 

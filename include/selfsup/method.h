@@ -44,6 +44,15 @@ typedef struct ssl_method_config {
     int local_crops;      /* small views (multi-crop methods) */
     int local_size;       /* side of a local crop in pixels */
     float global_scale_min, local_scale_min, local_scale_max; /* crop area ranges */
+    int head_hidden;      /* pretext classifier hidden width (0: a linear head) */
+    int permutations;     /* jigsaw: size of the permutation set */
+    int view_size;        /* pretext tasks: side of the square view (0: the image's shorter side) */
+    int color_drop;       /* relloc on RGB: 1 keeps one random channel per patch */
+    float dense_weight;   /* dense: weight of the patch-level term (1 - it: the image-level) */
+    int color_regression; /* colorization: 1 = L2 on ab instead of the ab-bin classifier */
+    float mask_size;      /* inpainting: side of a masked square, fraction of the view's */
+    int mask_blocks;      /* inpainting: 0 one central square, N >= 1 random squares */
+    float adv_weight;     /* inpainting: lambda_adv of the adversarial term (0: L2 only) */
 } ssl_method_config;
 
 /* Every field unset. */
@@ -101,6 +110,28 @@ typedef struct ssl_method_ops {
      * the graph of the step is still valid. m->step is the step just done. */
     void (*after_step)(struct ssl_method *m);
     void (*free)(struct ssl_method *m);
+    /* Optional, pretext tasks (rotation, jigsaw, relloc): the predictions
+     * of the last loss() call as counts (the training log and the held-out
+     * evaluation sum them); returns the number of classes (chance level),
+     * or 0 for a regression task (inpainting): correct stays 0, total
+     * counts the values loss() averages over, and in a held-out evaluation
+     * loss() returns the task's error alone, which is the metric. */
+    int (*pretext_metrics)(const struct ssl_method *m, int64_t *correct, int64_t *total);
+    /* Optional: the encoder's input channels for data of data_channels
+     * (default: data_channels), or a negative error code with err set when
+     * the method cannot train on such data (colorization: RGB in, the
+     * encoder sees the lightness alone). */
+    int (*encoder_channels)(const ssl_method_config *cfg, int data_channels, char *err);
+    /* Optional, with encoder_channels: a split as the encoder sees it, for
+     * frozen-feature evaluations and embeddings (colorization: each image's
+     * lightness as one gray channel, 1- or 3-channel data). dst is a new
+     * dataset (ssl_dataset_free). */
+    int (*encoder_data)(const ssl_dataset *src, ssl_dataset *dst, char *err);
+    /* Optional: statistics of the training split the method needs before
+     * its first step (colorization: the colour prior of its class weights),
+     * kept in m->extra. The loop calls it for a new run, not on a resume
+     * (the checkpoint holds them). */
+    int (*fit_data)(struct ssl_method *m, const ssl_dataset *train, char *err);
 } ssl_method_ops;
 
 /* A registry saved with the checkpoint under a name prefix ("teacher.") but
@@ -124,6 +155,16 @@ typedef struct ssl_method {
     ssl_aug augs[SSL_MAX_VIEWS];
     int64_t step, total_steps; /* set by the loop before each loss */
     int steps_per_epoch;       /* set by the loop: epoch-based options -> steps */
+    /* Set by the loop before each loss: geo[v][i] is where view v of the
+     * batch's image i was cropped from (dense objectives match locations
+     * across views with it); NULL when the caller has no geometry. */
+    const ssl_crop_geo *const *geo;
+    /* Held-out evaluation of a pretext task (ssl_eval_pretext) sets
+     * pretext_eval = 1 and pretext_eval_first = the split index of the
+     * batch's first image: the task's random choices then depend on the
+     * image alone, not on step and batch position (0 in training). */
+    int pretext_eval;
+    int64_t pretext_eval_first;
     void *state_ptr;           /* method-specific */
 } ssl_method;
 
@@ -175,6 +216,12 @@ int ssl_method_check_multicrop(const ssl_method_config *c, const char *method, c
  * views[v] (B, C, H_v, W_v) -> features (n * B, feat_dim) in view order. */
 ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_resnet *enc, ssl_tensor *const *views, int n);
 
+/* ds as the encoder of ops sees it: ds itself, or (ops->encoder_data) a
+ * converted copy made in *tmp (free it with ssl_dataset_free; *tmp is
+ * zeroed otherwise). NULL with err set on failure. */
+const ssl_dataset *ssl_method_encoder_data(const ssl_method_ops *ops, const ssl_dataset *ds,
+                                           ssl_dataset *tmp, char *err);
+
 extern const ssl_method_ops ssl_method_simclr;
 extern const ssl_method_ops ssl_method_moco;    /* MoCo v2 */
 extern const ssl_method_ops ssl_method_byol;
@@ -183,6 +230,12 @@ extern const ssl_method_ops ssl_method_swav;
 extern const ssl_method_ops ssl_method_dino;
 extern const ssl_method_ops ssl_method_barlow;  /* Barlow Twins */
 extern const ssl_method_ops ssl_method_vicreg;
+extern const ssl_method_ops ssl_method_rotation; /* RotNet (Gidaris 2018) */
+extern const ssl_method_ops ssl_method_jigsaw;   /* Noroozi & Favaro 2016 */
+extern const ssl_method_ops ssl_method_relloc;   /* relative patch location (Doersch 2015) */
+extern const ssl_method_ops ssl_method_dense;    /* patch-level contrast (VADeR / PixContrast) */
+extern const ssl_method_ops ssl_method_colorization; /* Zhang, Isola & Efros 2016 */
+extern const ssl_method_ops ssl_method_inpainting;   /* context encoder (Pathak 2016) */
 
 #ifdef __cplusplus
 }

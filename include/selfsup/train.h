@@ -61,6 +61,7 @@ typedef struct ssl_train_result {
     double seconds;       /* wall time of this run's steps */
     double img_per_s;
     size_t peak_rss;
+    double pretext_acc;   /* pretext tasks: accuracy over the last logged interval (else NaN) */
     char checkpoint[600]; /* path of the last checkpoint written */
 } ssl_train_result;
 
@@ -106,6 +107,12 @@ typedef struct ssl_eval_row {
     double knn200, knn20, linear;
     double linear_lambda;
     double std_norm, eff_rank; /* collapse measures of the test features (NaN: not computed) */
+    /* Pretext tasks (ssl_eval_pretext): the task's accuracy and mean loss on
+     * the split, classes = its chance level's inverse (NaN, 0: not computed).
+     * A regression task (inpainting) has classes 0, accuracy NaN, and its
+     * error as the loss. */
+    double pretext_acc, pretext_loss;
+    int pretext_classes;
     int dim;
     double seconds;
 } ssl_eval_row;
@@ -117,6 +124,15 @@ int ssl_eval_features(const float *train, const int32_t *ytrain, int ntrain, con
 /* The same on an encoder's features of two splits. */
 int ssl_eval_encoder(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *train,
                      const ssl_dataset *test, uint64_t seed, ssl_eval_row *row);
+/* A pretext method's own task on a held-out split (ops->pretext_metrics
+ * set): every image once, through the eval-mode view of the method's size
+ * (whole image, resized if --view-size asks), encoder and head in eval mode
+ * (running BN statistics), no gradient; the task's random choices (which
+ * permutation, which neighbour, jitter) depend on the run's seed and the
+ * image's index alone, so the figure is the same for any batch size and
+ * for `pretrain` and `eval`. Fills row->pretext_*. m->step is unchanged. */
+int ssl_eval_pretext(ssl_ctx *ctx, ssl_method *m, const ssl_dataset *ds, int batch,
+                     ssl_eval_row *row);
 /* Raw pixels (normalized as the encoder's input) as features. */
 int ssl_eval_raw(const ssl_dataset *train, const ssl_dataset *test, uint64_t seed,
                  ssl_eval_row *row, char *err);

@@ -72,7 +72,8 @@ static int load_split(const char *cmd, const ssl_train_config *cfg, const ssl_me
         cli_error(cmd, err);
         return CLI_ERR;
     }
-    if (ds->c != m->encoder.cfg.in_channels) {
+    /* (a method that converts the data for its encoder, colorization, checks it then) */
+    if (!m->ops->encoder_data && ds->c != m->encoder.cfg.in_channels) {
         char msg[SSL_ERR_LEN];
         snprintf(msg, sizeof msg, "%.300s has %d channels, the encoder takes %d", cfg->data, ds->c,
                  m->encoder.cfg.in_channels);
@@ -165,7 +166,11 @@ int cmd_embed(int argc, char **argv)
         snprintf(ctx.err, SSL_ERR_LEN, "out of memory for %d x %d features", ds.n, d);
         goto fail;
     }
-    if (ssl_extract_features(&ctx, &m.encoder, &ds, 512, feat)) goto fail;
+    ssl_dataset eds; /* the split as the encoder sees it (colorization: the lightness) */
+    const ssl_dataset *fds = ssl_method_encoder_data(m.ops, &ds, &eds, ctx.err);
+    rc = fds ? ssl_extract_features(&ctx, &m.encoder, fds, 512, feat) : SSL_EINVAL;
+    ssl_dataset_free(&eds);
+    if (rc) goto fail;
     snprintf(path, sizeof path, "%s_features.npy", o.prefix);
     if (ssl_npy_write(path, SSL_DT_F32, 2, shape, feat, ctx.err)) goto fail;
     printf("wrote %s (%d x %d float32)\n", path, ds.n, d);

@@ -309,6 +309,22 @@ static void blur(float *img, float *tmp, int c, int h, int w, int ks, float sigm
 void ssl_aug_apply(const ssl_aug *a, const uint8_t *src, int c, int h, int w, float *dst,
                    float *scratch, ssl_rng *rng)
 {
+    ssl_aug_apply_geo(a, src, c, h, w, dst, scratch, rng, NULL);
+}
+
+void ssl_crop_geo_to_feature(const ssl_crop_geo *geo, float X, float Y, int fh, int fw, float *u,
+                             float *v)
+{
+    /* The view resamples its box with align_corners=False, so box edges map
+     * to view edges and a flip mirrors about the box's centre. */
+    float dx = geo->flipped ? geo->x0 + geo->w - X : X - geo->x0;
+    *u = dx * (float)fw / geo->w - 0.5f;
+    *v = (Y - geo->y0) * (float)fh / geo->h - 0.5f;
+}
+
+void ssl_aug_apply_geo(const ssl_aug *a, const uint8_t *src, int c, int h, int w, float *dst,
+                       float *scratch, ssl_rng *rng, ssl_crop_geo *geo)
+{
     const int oh = a->out_h, ow = a->out_w;
     const size_t n = (size_t)oh * ow;
     float *img = scratch;
@@ -318,7 +334,9 @@ void ssl_aug_apply(const ssl_aug *a, const uint8_t *src, int c, int h, int w, fl
     crop_params(a, h, w, rng, &ci, &cj, &ch, &cw);
     crop_resize(src, c, h, w, ci, cj, ch, cw, img, oh, ow);
 
-    if (a->flip_p > 0 && ssl_rng_uniform(rng) < a->flip_p) {
+    int flip = a->flip_p > 0 && ssl_rng_uniform(rng) < a->flip_p;
+    if (geo) *geo = (ssl_crop_geo){(float)cj, (float)ci, (float)cw, (float)ch, flip};
+    if (flip) {
         for (int k = 0; k < c; k++)
             for (int y = 0; y < oh; y++) {
                 float *row = img + ((size_t)k * oh + y) * ow;

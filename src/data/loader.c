@@ -25,6 +25,7 @@ typedef struct loader_slot {
     float **views;  /* n_views pointers, each (batch, c, out_h, out_w) */
     int32_t *labels; /* (batch) */
     int32_t *idx;   /* (batch) dataset indices of the batch */
+    ssl_crop_geo **geo; /* n_views pointers, each (batch), into geo[0]'s block */
 } loader_slot;
 
 struct ssl_loader {
@@ -103,8 +104,8 @@ static int fill(ssl_loader *l, loader_slot *s, float *scratch)
             size_t view_sz = (size_t)ds->c * a->out_h * a->out_w;
             ssl_rng r;
             ssl_rng_derive(&r, l->seed, epoch * (uint64_t)ds->n + (uint64_t)idx, (uint64_t)v);
-            ssl_aug_apply(a, src, ds->c, ds->h, ds->w, s->views[v] + (size_t)i * view_sz,
-                          scratch, &r);
+            ssl_aug_apply_geo(a, src, ds->c, ds->h, ds->w, s->views[v] + (size_t)i * view_sz,
+                              scratch, &r, &s->geo[v][i]);
         }
         s->labels[i] = ds->labels ? ds->labels[idx] : 0;
     }
@@ -151,6 +152,8 @@ static void free_slots(ssl_loader *l)
         if (s->views)
             for (int v = 0; v < l->n_views; v++) ssl_free(s->views[v]);
         free(s->views);
+        if (s->geo) free(s->geo[0]);
+        free(s->geo);
         free(s->labels);
         free(s->idx);
     }
@@ -208,7 +211,10 @@ int ssl_loader_create(ssl_loader **out, const ssl_dataset *ds, const ssl_aug *au
         s->views = calloc((size_t)n_views, sizeof *s->views);
         s->labels = malloc((size_t)batch * sizeof *s->labels);
         s->idx = malloc((size_t)batch * sizeof *s->idx);
-        ok = s->views && s->labels && s->idx;
+        s->geo = calloc((size_t)n_views, sizeof *s->geo);
+        ok = s->views && s->labels && s->idx && s->geo &&
+             (s->geo[0] = malloc((size_t)n_views * batch * sizeof **s->geo));
+        for (int v = 1; ok && v < n_views; v++) s->geo[v] = s->geo[0] + (size_t)v * batch;
         for (int v = 0; ok && v < n_views; v++) {
             size_t sz = (size_t)batch * ds->c * augs[v].out_h * augs[v].out_w;
             s->views[v] = ssl_malloc(sz * sizeof(float));
@@ -286,6 +292,14 @@ int ssl_loader_next(ssl_loader *l, float *const **views, const int32_t **labels,
     if (step) *step = (int)(s->g % l->spe);
     pthread_mutex_unlock(&l->mu);
     return SSL_OK;
+}
+
+const ssl_crop_geo *const *ssl_loader_geo(ssl_loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    ssl_crop_geo **geo = l->held ? l->slots[l->consume % l->n_slots].geo : NULL;
+    pthread_mutex_unlock(&l->mu);
+    return (const ssl_crop_geo *const *)geo;
 }
 
 void ssl_loader_free(ssl_loader *l)

@@ -113,3 +113,11 @@ int ssl_method_views_byol(int c, int h, int w, ssl_aug *augs)
     augs[1].solarize_p = 0.2f;
     return 2;
 }
+
+const ssl_dataset *ssl_method_encoder_data(const ssl_method_ops *ops, const ssl_dataset *ds,
+                                           ssl_dataset *tmp, char *err)
+{
+    memset(tmp, 0, sizeof *tmp);
+    if (!ops || !ops->encoder_data) return ds;
+    return ops->encoder_data(ds, tmp, err) ? NULL : tmp;
+}

@@ -6,7 +6,9 @@
 
 static const ssl_method_ops *const methods[] = {
     &ssl_method_simclr, &ssl_method_moco, &ssl_method_byol, &ssl_method_simsiam,
-    &ssl_method_swav,   &ssl_method_dino, &ssl_method_barlow, &ssl_method_vicreg, NULL};
+    &ssl_method_swav,   &ssl_method_dino, &ssl_method_barlow, &ssl_method_vicreg,
+    &ssl_method_rotation, &ssl_method_jigsaw, &ssl_method_relloc,
+    &ssl_method_dense, &ssl_method_colorization, &ssl_method_inpainting, NULL};
 
 const ssl_method_ops *const *ssl_method_list(void) { return methods; }
 
@@ -48,6 +50,15 @@ const ssl_method_field ssl_method_fields[] = {
     F("global-scale-min", global_scale_min, "smallest area fraction of a global crop"),
     F("local-scale-min", local_scale_min, "smallest area fraction of a local crop"),
     F("local-scale-max", local_scale_max, "largest area fraction of a local crop"),
+    I("head-hidden", head_hidden, "pretext classifier hidden width (0: linear head)"),
+    I("permutations", permutations, "jigsaw: permutation classes (greedy max Hamming distance)"),
+    I("view-size", view_size, "pretext tasks: side of the square view (0: the image's)"),
+    I("color-drop", color_drop, "relloc on RGB: 1 keeps one random channel per patch, 0 off"),
+    F("dense-weight", dense_weight, "dense: weight of the patch-level loss (0 SimCLR, 1 dense only)"),
+    I("color-regression", color_regression, "colorization: 1 = L2 regression on ab, 0 = 261-bin classifier"),
+    F("mask-size", mask_size, "inpainting: masked square's side, fraction of the view's (0.5: 1/4 area)"),
+    I("mask-blocks", mask_blocks, "inpainting: 0 one central square, N random squares of 1/N its area"),
+    F("adv-weight", adv_weight, "inpainting: adversarial weight lambda_adv (0 off; paper 0.001)"),
 };
 #undef F
 #undef I

@@ -54,6 +54,8 @@ int ssl_eval_features(const float *train, const int32_t *ytrain, int ntrain, con
     int which = row->protocols ? row->protocols : SSL_EVAL_KNN | SSL_EVAL_LINEAR;
     row->knn200 = row->knn20 = row->linear = row->linear_lambda = NAN;
     row->std_norm = row->eff_rank = NAN;
+    row->pretext_acc = row->pretext_loss = NAN;
+    row->pretext_classes = 0;
     if (which & SSL_EVAL_KNN) {
         int ks[2] = {200, 20};
         double top1[2];
@@ -97,6 +99,86 @@ int ssl_eval_encoder(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *train,
     row->seconds = ssl_time() - t0;
     ssl_free(ftr);
     ssl_free(fte);
+    return rc;
+}
+
+int ssl_eval_pretext(ssl_ctx *ctx, ssl_method *m, const ssl_dataset *ds, int batch,
+                     ssl_eval_row *row)
+{
+    const ssl_method_ops *ops = m->ops;
+    row->pretext_acc = row->pretext_loss = NAN;
+    row->pretext_classes = 0;
+    if (!ops->pretext_metrics)
+        return ssl_ctx_fail(ctx, SSL_EINVAL, "%s has no pretext task to evaluate", ops->name);
+    if (batch < 1) return ssl_ctx_fail(ctx, SSL_EINVAL, "pretext evaluation: batch %d", batch);
+    /* The views the method trains on, without their randomness. */
+    ssl_aug train_augs[SSL_MAX_VIEWS], augs[SSL_MAX_VIEWS];
+    int nv = ops->views(&m->cfg, ds->c, ds->h, ds->w, train_augs);
+    if (nv < 1 || nv > SSL_MAX_VIEWS)
+        return ssl_ctx_fail(ctx, SSL_EINVAL, "%s: %d views per image", ops->name, nv);
+    size_t scratch_n = 0, view_n = 0;
+    for (int v = 0; v < nv; v++) {
+        ssl_aug_eval(&augs[v], ds->c, train_augs[v].out_h, train_augs[v].out_w);
+        size_t sn = ssl_aug_scratch_floats(&augs[v], ds->c, ds->h, ds->w);
+        scratch_n = sn > scratch_n ? sn : scratch_n;
+        view_n += (size_t)ds->c * augs[v].out_h * augs[v].out_w;
+    }
+    const long img = (long)ds->c * ds->h * ds->w;
+    float *x = ssl_malloc(sizeof(float) * view_n * batch);
+    float *scratch = ssl_malloc(sizeof(float) * scratch_n);
+    if (!x || !scratch) {
+        ssl_free(x);
+        ssl_free(scratch);
+        return ssl_ctx_fail(ctx, SSL_ENOMEM, "out of memory for the pretext evaluation");
+    }
+    ssl_graph g;
+    ssl_graph_init(&g, ctx);
+    g.training = 0; /* encoder and head in eval mode: running BN statistics */
+    g.record = 0;
+    ssl_rng unused;
+    ssl_rng_seed(&unused, 0);
+    int rc = SSL_OK;
+    int64_t correct = 0, total = 0;
+    double loss_sum = 0;
+    int classes = 0;
+    m->pretext_eval = 1;
+    for (int n0 = 0; n0 < ds->n && !rc; n0 += batch) {
+        int nb = ds->n - n0 < batch ? ds->n - n0 : batch;
+        ssl_tensor in[SSL_MAX_VIEWS], *vp[SSL_MAX_VIEWS];
+        float *xv = x;
+        for (int v = 0; v < nv; v++) {
+            long vs = (long)ds->c * augs[v].out_h * augs[v].out_w;
+            for (int i = 0; i < nb; i++)
+                ssl_aug_apply(&augs[v], ds->images + (long)(n0 + i) * img, ds->c, ds->h, ds->w,
+                              xv + i * vs, scratch, &unused);
+            int shape[4] = {nb, ds->c, augs[v].out_h, augs[v].out_w};
+            in[v] = ssl_tensor_wrap(xv, NULL, 4, shape, SSL_LAYOUT_NCHW);
+            vp[v] = &in[v];
+            xv += nb * vs;
+        }
+        ssl_graph_reset(&g);
+        m->pretext_eval_first = n0;
+        ssl_tensor *loss = ops->loss(m, &g, vp);
+        if (!loss) {
+            rc = ctx->failed ? ctx->failed : SSL_EINVAL;
+            break;
+        }
+        int64_t c, t;
+        classes = ops->pretext_metrics(m, &c, &t);
+        correct += c;
+        total += t;
+        loss_sum += (double)loss->data[0] * t; /* the loss is a mean over the batch's t predictions */
+    }
+    m->pretext_eval = 0;
+    m->pretext_eval_first = 0;
+    if (!rc && total > 0) {
+        row->pretext_acc = classes > 0 ? (double)correct / total : NAN; /* 0: a regression task */
+        row->pretext_loss = loss_sum / total;
+        row->pretext_classes = classes;
+    }
+    ssl_graph_free(&g);
+    ssl_free(x);
+    ssl_free(scratch);
     return rc;
 }
 

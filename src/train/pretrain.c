@@ -77,6 +77,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     ssl_train_config *cfg = &run;
     char *err = ctx->err;
     memset(res, 0, sizeof *res);
+    res->pretext_acc = NAN;
     int rc = ssl_train_config_resolve(cfg, err);
     if (rc) return rc;
     const ssl_method_ops *ops = ssl_method_find(cfg->method);
@@ -93,10 +94,14 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     rc = optim_config(cfg, &ocfg, err);
     if (rc) return rc;
     ssl_resnet_config enc;
-    rc = ssl_train_encoder_config(cfg, train->c, &enc, err);
+    /* the encoder may see fewer channels than the data (colorization: L of RGB) */
+    int enc_channels = ops->encoder_channels ? ops->encoder_channels(&cfg->mcfg, train->c, err) : train->c;
+    if (enc_channels < 0) return enc_channels;
+    rc = ssl_train_encoder_config(cfg, enc_channels, &enc, err);
     if (rc) return rc;
     rc = ssl_method_create(m, ops, &cfg->mcfg, &enc, &ctx->rng, err);
     if (!rc) rc = ssl_method_setup_run(m, train->h, train->w, cfg->batch_size, err);
+    if (!rc && ops->fit_data && !cfg->resume[0]) rc = ops->fit_data(m, train, err);
     if (rc) return rc;
     cfg->mcfg = m->cfg; /* with the method's defaults filled: saved with the run */
     m->steps_per_epoch = train->n / cfg->batch_size;
@@ -148,6 +153,8 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     const int B = cfg->batch_size;
     double t_start = ssl_time(), t_int = t_start, t_first = t_start, loss_sum = 0, wait_sum = 0;
     int64_t first_step = ts.step;
+    /* Pretext tasks: their accuracy over the interval, summed as counts. */
+    int64_t pt_correct = 0, pt_total = 0;
     int n_int = 0;
     while (ts.step < stop) {
         float *const *views;
@@ -166,10 +173,16 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
             vp[v] = &in[v];
         }
         m->step = ts.step;
+        m->geo = ssl_loader_geo(loader);
         m->total_steps = total;
         ssl_tensor *loss = ops->loss(m, &g, vp);
         if (!loss) { rc = ctx->failed ? ctx->failed : SSL_ENOMEM; goto done; }
         float lv = loss->data[0];
+        int64_t pc, pt; /* accuracy of classification tasks (regression ones return 0 classes) */
+        if (ops->pretext_metrics && ops->pretext_metrics(m, &pc, &pt) > 0) {
+            pt_correct += pc;
+            pt_total += pt;
+        }
         if (!isfinite(lv)) {
             rc = ssl_fail(err, SSL_ENAN, "step %lld: loss is %s; stopped without saving (last checkpoint: %s)",
                           (long long)ts.step + 1, isnan(lv) ? "NaN" : "infinite", res->checkpoint);
@@ -202,18 +215,27 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
             char eta[32];
             fmt_eta(eta, sizeof eta, (double)(stop - ts.step) / rate);
             res->final_loss = loss_sum / n_int;
-            fprintf(log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6f,\"lr\":%.6g,\"img_per_s\":%.2f,"
+            /* pretext accuracy (only for methods that have one: others' lines are unchanged) */
+            char acc_json[48] = "", acc_txt[32] = "";
+            if (pt_total > 0) {
+                res->pretext_acc = (double)pt_correct / pt_total;
+                snprintf(acc_json, sizeof acc_json, ",\"pretext_acc\":%.4f", res->pretext_acc);
+                snprintf(acc_txt, sizeof acc_txt, " acc %.1f%%", 100 * res->pretext_acc);
+            }
+            fprintf(log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6f%s,\"lr\":%.6g,\"img_per_s\":%.2f,"
                          "\"data_wait_frac\":%.4f,\"elapsed_s\":%.2f}\n",
-                    (long long)ts.step, (double)ts.step / spe, res->final_loss, lr, ips,
+                    (long long)ts.step, (double)ts.step / spe, res->final_loss, acc_json, lr, ips,
                     wait_sum / (now - t_int), now - t_start);
             fflush(log);
             if (!cfg->quiet)
-                fprintf(stderr, "[%s] ep %d/%d step %lld/%lld loss %.4f lr %.4f %.1f img/s data-wait %.1f%% ETA %s\n",
+                fprintf(stderr, "[%s] ep %d/%d step %lld/%lld loss %.4f%s lr %.4f %.1f img/s data-wait %.1f%% ETA %s\n",
                         ops->name, ts.epoch + (epoch_end ? 0 : 1), total_epochs, (long long)ts.step,
-                        (long long)total, res->final_loss, lr, ips, 100.0 * wait_sum / (now - t_int), eta);
+                        (long long)total, res->final_loss, acc_txt, lr, ips,
+                        100.0 * wait_sum / (now - t_int), eta);
             t_int = now;
             loss_sum = wait_sum = 0;
             n_int = 0;
+            pt_correct = pt_total = 0;
         }
         if (epoch_end || ts.step == stop) {
             rc = ssl_checkpoint_save(res->checkpoint, cfg, m, opt, &ts, err);
@@ -227,6 +249,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     res->peak_rss = ssl_peak_rss();
 done:
     if (log) fclose(log);
+    m->geo = NULL; /* the loader's memory */
     ssl_loader_free(loader);
     ssl_optim_free(opt);
     ssl_graph_free(&g);
