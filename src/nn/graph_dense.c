@@ -20,28 +20,6 @@
 #include <omp.h>
 #endif
 
-/* Loops spawn threads only when there is enough work to pay for them. */
-#define PAR_MIN 16384
-
-static inline int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int n_threads(const ssl_graph *g)
-{
-    return g->ctx->n_threads > 0 ? g->ctx->n_threads : 1;
-}
-
-static ssl_tensor *arg_error(ssl_graph *g, const char *op, const char *what)
-{
-    ssl_ctx_fail(g->ctx, SSL_EINVAL, "%s: %s", op, what);
-    return NULL;
-}
 
 static ssl_tensor *new_scalar(ssl_graph *g)
 {
@@ -237,7 +215,7 @@ static void convt_bwd(ssl_graph *g, ssl_node *n)
     if (b && b->requires_grad) { /* db[co] += sum over images and positions of dy */
         float *db = b->grad;
         const long work = (long)d.N * d.Co * dyv.hw;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (work >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (work >= SSL_PAR_MIN)
         for (int co = 0; co < d.Co; co++) {
             double s = 0;
             for (int i = 0; i < d.N; i++) {
@@ -248,7 +226,7 @@ static void convt_bwd(ssl_graph *g, ssl_node *n)
         }
     }
     if (!need_dx && !need_dw) return;
-    const int T = n_threads(g), nb = convt_chunk(T, &xv, &dyv, &d);
+    const int T = ssl_graph_threads(g), nb = convt_chunk(T, &xv, &dyv, &d);
     const int n_chunks = (d.N + nb - 1) / nb, crs = d.Co * d.R * d.S;
     const size_t col_sz = (size_t)crs * nb * xv.hw, dw_sz = need_dw ? (size_t)d.Ci * crs : 0;
     float *scratch = ssl_ctx_scratch(g->ctx, sizeof(float) * (col_sz + dw_sz) * T);
@@ -258,7 +236,7 @@ static void convt_bwd(ssl_graph *g, ssl_node *n)
 #pragma omp parallel for schedule(static, 1) num_threads(T) /* static: deterministic sums */
     for (int ci = 0; ci < n_chunks; ci++) {
         int n0 = ci * nb, cnt = d.N - n0 < nb ? d.N - n0 : nb, cols = (int)(cnt * xv.hw);
-        float *col = scratch + (size_t)thread_id() * (col_sz + dw_sz), *dw_t = col + col_sz;
+        float *col = scratch + (size_t)ssl_thread_id() * (col_sz + dw_sz), *dw_t = col + col_sz;
         convt_im2col(col, &dyv, &d, n0, cnt);
         if (need_dx)
             ssl_sgemm(0, 0, d.Ci, cols, crs, 1.0f, w->data, crs, col, cols, 1.0f,
@@ -283,7 +261,7 @@ ssl_tensor *ssl_op_conv_transpose2d(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, 
     if (b && ssl_tensor_numel(b) != w->shape[1])
         return ssl_graph_shape_error(g, "conv_transpose2d", "bias must have Co values");
     if (stride < 1 || pad < 0 || output_pad < 0 || output_pad >= stride)
-        return arg_error(g, "conv_transpose2d",
+        return ssl_graph_arg_error(g, "conv_transpose2d",
                          "needs stride >= 1, pad >= 0, 0 <= output_pad < stride");
     if (!(x = planar(g, x))) return NULL;
     convt_geom d = convt_geom_of(x, w, stride, pad, output_pad);
@@ -293,7 +271,7 @@ ssl_tensor *ssl_op_conv_transpose2d(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, 
     ssl_tensor *y = ssl_tensor_new(g, 4, shape, x->layout);
     if (!y) return NULL;
     act_view xv = view(x, x->data), yv = view(y, y->data);
-    const int T = n_threads(g), nb = convt_chunk(T, &xv, &yv, &d);
+    const int T = ssl_graph_threads(g), nb = convt_chunk(T, &xv, &yv, &d);
     const int n_chunks = (d.N + nb - 1) / nb, crs = d.Co * d.R * d.S;
     const size_t col_sz = (size_t)crs * nb * xv.hw;
     float *scratch = ssl_ctx_scratch(g->ctx, sizeof(float) * col_sz * T);
@@ -302,7 +280,7 @@ ssl_tensor *ssl_op_conv_transpose2d(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, 
 #pragma omp parallel for schedule(static, 1) num_threads(T)
     for (int ci = 0; ci < n_chunks; ci++) {
         int n0 = ci * nb, cnt = d.N - n0 < nb ? d.N - n0 : nb, cols = (int)(cnt * xv.hw);
-        float *col = scratch + (size_t)thread_id() * col_sz;
+        float *col = scratch + (size_t)ssl_thread_id() * col_sz;
         ssl_sgemm(1, 0, crs, cols, d.Ci, 1.0f, w->data, crs, xv.p + plane_off(&xv, n0, 0),
                   (int)xv.sc, 0.0f, col, cols);
         for (int j = n0; j < n0 + cnt; j++)
@@ -409,7 +387,7 @@ static void upsample_bwd(ssl_graph *g, ssl_node *n)
     const int f = n->iattr[0], mode = n->iattr[1];
     const long planes = (long)xv.N * xv.C;
     /* planes are disjoint, so threads never add into the same dx */
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (planes * yv.hw >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (planes * yv.hw >= SSL_PAR_MIN)
     for (long pi = 0; pi < planes; pi++) {
         int i = (int)(pi / xv.C), c = (int)(pi % xv.C);
         up_plane_bwd(xv.p + plane_off(&xv, i, c), yv.p + plane_off(&yv, i, c), xv.H, xv.W, f,
@@ -422,7 +400,7 @@ ssl_tensor *ssl_op_upsample(ssl_graph *g, ssl_tensor *x, int factor, ssl_upsampl
     if (!x) return NULL;
     if (x->ndim != 4) return ssl_graph_shape_error(g, "upsample", "needs a 4-D tensor");
     if (factor < 1 || (mode != SSL_UPSAMPLE_NEAREST && mode != SSL_UPSAMPLE_BILINEAR))
-        return arg_error(g, "upsample", "needs an integer factor >= 1 and nearest or bilinear");
+        return ssl_graph_arg_error(g, "upsample", "needs an integer factor >= 1 and nearest or bilinear");
     if ((long)x->shape[2] * factor > 1 << 20 || (long)x->shape[3] * factor > 1 << 20)
         return ssl_graph_shape_error(g, "upsample", "output too large");
     if (!(x = planar(g, x))) return NULL;
@@ -437,7 +415,7 @@ ssl_tensor *ssl_op_upsample(ssl_graph *g, ssl_tensor *x, int factor, ssl_upsampl
         return NULL;
     act_view xv = view(x, x->data), yv = view(y, y->data);
     const long planes = (long)xv.N * xv.C;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (planes * yv.hw >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (planes * yv.hw >= SSL_PAR_MIN)
     for (long pi = 0; pi < planes; pi++) {
         int i = (int)(pi / xv.C), c = (int)(pi % xv.C);
         up_plane_fwd(yv.p + plane_off(&yv, i, c), xv.p + plane_off(&xv, i, c), xv.H, xv.W,
@@ -472,12 +450,12 @@ static void add_bias_bwd(ssl_graph *g, ssl_node *n)
     const float *dy = y->grad;
     if (x->requires_grad) {
         float *dx = x->grad;
-#pragma omp parallel for simd schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
         for (long i = 0; i < m; i++) dx[i] += dy[i];
     }
     if (b->requires_grad) {
         act_view v = bias_view(y, y->grad);
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
         for (int c = 0; c < v.C; c++) {
             double s = 0;
             for (int i = 0; i < v.N; i++) {
@@ -500,7 +478,7 @@ ssl_tensor *ssl_op_add_bias_channel(ssl_graph *g, ssl_tensor *x, ssl_tensor *b)
     if (!y) return NULL;
     act_view xv = bias_view(x, x->data), yv = bias_view(y, y->data);
     const long planes = (long)xv.N * xv.C;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (planes * xv.hw >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (planes * xv.hw >= SSL_PAR_MIN)
     for (long pi = 0; pi < planes; pi++) {
         int i = (int)(pi / xv.C), c = (int)(pi % xv.C);
         const float *xp = xv.p + plane_off(&xv, i, c), bc = b->data[c];
@@ -525,7 +503,7 @@ static void unary_bwd(ssl_graph *g, ssl_node *n)
     float *dx = x->grad;
     const int kind = n->iattr[0];
     const float slope = n->fattr[0];
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
     for (long i = 0; i < m; i++) {
         float d;
         if (kind == U_SIGMOID)
@@ -546,7 +524,7 @@ static ssl_tensor *unary(ssl_graph *g, ssl_tensor *x, int kind, float slope)
     long m = ssl_tensor_numel(x);
     const float *px = x->data;
     float *py = y->data;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
     for (long i = 0; i < m; i++) {
         float v = px[i];
         if (kind == U_SIGMOID) { /* exp of a non-positive number only: no overflow */
@@ -580,7 +558,7 @@ ssl_tensor *ssl_op_tanh(ssl_graph *g, ssl_tensor *x)
 
 ssl_tensor *ssl_op_leaky_relu(ssl_graph *g, ssl_tensor *x, float slope)
 {
-    if (x && !isfinite(slope)) return arg_error(g, "leaky_relu", "slope must be finite");
+    if (x && !isfinite(slope)) return ssl_graph_arg_error(g, "leaky_relu", "slope must be finite");
     return unary(g, x, U_LEAKY, slope);
 }
 
@@ -594,7 +572,7 @@ static void saved_grad_bwd(ssl_graph *g, ssl_node *n)
     long m = ssl_tensor_numel(x);
     const float *gx = n->saved;
     float *dx = x->grad, s = n->out->grad[0];
-#pragma omp parallel for simd schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
     for (long i = 0; i < m; i++) dx[i] += s * gx[i];
 }
 
@@ -604,10 +582,10 @@ ssl_tensor *ssl_op_masked_mse(ssl_graph *g, ssl_tensor *pred, const float *targe
 {
     if (!pred) return NULL;
     if (pred->ndim != 4) return ssl_graph_shape_error(g, "masked_mse", "pred must be (N, C, H, W)");
-    if (!target) return arg_error(g, "masked_mse", "target missing");
+    if (!target) return ssl_graph_arg_error(g, "masked_mse", "target missing");
     int per_pixel = mask && mask_channels == 1;
     if (mask && mask_channels != 1 && mask_channels != pred->shape[1])
-        return arg_error(g, "masked_mse", "mask_channels must be 1 (per pixel) or C (per element)");
+        return ssl_graph_arg_error(g, "masked_mse", "mask_channels must be 1 (per pixel) or C (per element)");
     /* target and a per-element mask follow pred into planar() order */
     ssl_tensor *orig = pred;
     if (!(pred = planar(g, pred)) || !(target = planar_array(g, orig, target))) return NULL;
@@ -621,7 +599,7 @@ ssl_tensor *ssl_op_masked_mse(ssl_graph *g, ssl_tensor *pred, const float *targe
     if (!y || !part) return NULL;
     if (will_record(g, pred, NULL) && !(gr = ssl_graph_saved(g, sizeof(float) * (size_t)m)))
         return NULL;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
     for (long pi = 0; pi < planes; pi++) {
         int i = (int)(pi / v.C), c = (int)(pi % v.C);
         long off = plane_off(&v, i, c);
@@ -645,7 +623,7 @@ ssl_tensor *ssl_op_masked_mse(ssl_graph *g, ssl_tensor *pred, const float *targe
     y->data[0] = ws > 0 ? (float)(se / ws) : 0.0f;
     if (gr) {
         float s = ws > 0 ? (float)(2.0 / ws) : 0.0f;
-#pragma omp parallel for simd schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
         for (long k = 0; k < m; k++) gr[k] *= s;
     }
     int fail;
@@ -673,7 +651,7 @@ static void pce_bwd(ssl_graph *g, ssl_node *n)
     const long work = (long)xv.N * xv.C * xv.hw;
     if (sc == 0.0f) return;
     /* d/dx[q] = w_p (softmax_q - [q == label]) / sum w, image by image */
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (work >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (work >= SSL_PAR_MIN)
     for (int i = 0; i < xv.N; i++) {
         const long p0 = (long)i * xv.hw;
         for (int q = 0; q < xv.C; q++) {
@@ -695,7 +673,7 @@ ssl_tensor *ssl_op_pixel_softmax_ce(ssl_graph *g, ssl_tensor *logits, const int3
     if (!logits) return NULL;
     if (logits->ndim != 4)
         return ssl_graph_shape_error(g, "pixel_softmax_ce", "logits must be (N, Q, H, W)");
-    if (!labels) return arg_error(g, "pixel_softmax_ce", "labels missing");
+    if (!labels) return ssl_graph_arg_error(g, "pixel_softmax_ce", "labels missing");
     const int N = logits->shape[0], Q = logits->shape[1];
     const long hw = (long)logits->shape[2] * logits->shape[3], np = N * hw;
     for (long p = 0; p < np; p++)
@@ -703,9 +681,9 @@ ssl_tensor *ssl_op_pixel_softmax_ce(ssl_graph *g, ssl_tensor *logits, const int3
             return ssl_graph_shape_error(g, "pixel_softmax_ce", "label outside [-1, Q)");
     for (int q = 0; class_weights && q < Q; q++)
         if (!(class_weights[q] >= 0) || !isfinite(class_weights[q]))
-            return arg_error(g, "pixel_softmax_ce", "class weights must be finite and >= 0");
+            return ssl_graph_arg_error(g, "pixel_softmax_ce", "class weights must be finite and >= 0");
     if (!(logits = planar(g, logits))) return NULL;
-    const int rec = will_record(g, logits, NULL), T = n_threads(g);
+    const int rec = will_record(g, logits, NULL), T = ssl_graph_threads(g);
     ssl_tensor *y = new_scalar(g);
     pce_saved *s = ssl_graph_saved(g, sizeof *s);
     if (!y || !s) return NULL;
@@ -724,9 +702,9 @@ ssl_tensor *ssl_op_pixel_softmax_ce(ssl_graph *g, ssl_tensor *logits, const int3
     if (!scr) return NULL;
     double *part = (double *)scr;
     act_view v = view(logits, logits->data);
-#pragma omp parallel for schedule(static) num_threads(T) if ((long)N * Q * hw >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(T) if ((long)N * Q * hw >= SSL_PAR_MIN)
     for (int i = 0; i < N; i++) {
-        char *mine = scr + sizeof(double) * 2 * (size_t)N + per_t * thread_id();
+        char *mine = scr + sizeof(double) * 2 * (size_t)N + per_t * ssl_thread_id();
         double *z = (double *)mine;
         float *mx = (float *)(mine + sizeof(double) * (size_t)hw);
         /* channel-major passes: each channel's plane is contiguous in any layout */
@@ -778,7 +756,7 @@ ssl_tensor *ssl_op_pixel_softmax_ce(ssl_graph *g, ssl_tensor *logits, const int3
 ssl_tensor *ssl_op_bce_logits(ssl_graph *g, ssl_tensor *logits, const float *targets)
 {
     if (!logits) return NULL;
-    if (!targets) return arg_error(g, "bce_logits", "targets missing");
+    if (!targets) return ssl_graph_arg_error(g, "bce_logits", "targets missing");
     const long m = ssl_tensor_numel(logits), nblk = (m + BCE_BLOCK - 1) / BCE_BLOCK;
     if (m < 1) return ssl_graph_shape_error(g, "bce_logits", "no logits");
     ssl_tensor *y = new_scalar(g);
@@ -788,7 +766,7 @@ ssl_tensor *ssl_op_bce_logits(ssl_graph *g, ssl_tensor *logits, const float *tar
     if (will_record(g, logits, NULL) && !(gr = ssl_graph_saved(g, sizeof(float) * (size_t)m)))
         return NULL;
     const float *x = logits->data;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
     for (long bi = 0; bi < nblk; bi++) {
         long hi = (bi + 1) * BCE_BLOCK < m ? (bi + 1) * BCE_BLOCK : m;
         double s = 0;
@@ -839,7 +817,7 @@ static void grid_sample_bwd(ssl_graph *g, ssl_node *n)
     const float *coords = n->saved, *dy = y->grad;
     const long work = (long)dv.N * P * dv.C;
     /* image by image: the planes of different images are disjoint */
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (work >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (work >= SSL_PAR_MIN)
     for (int i = 0; i < dv.N; i++)
         for (int p = 0; p < P; p++) {
             long idx[4];
@@ -858,18 +836,18 @@ ssl_tensor *ssl_op_grid_sample(ssl_graph *g, ssl_tensor *x, const float *coords,
 {
     if (!x) return NULL;
     if (x->ndim != 4) return ssl_graph_shape_error(g, "grid_sample", "x must be (N, C, h, w)");
-    if (P < 1 || !coords) return arg_error(g, "grid_sample", "needs P >= 1 points per image");
+    if (P < 1 || !coords) return ssl_graph_arg_error(g, "grid_sample", "needs P >= 1 points per image");
     const int N = x->shape[0], C = x->shape[1];
     const long np = (long)N * P;
     for (long i = 0; i < 2 * np; i++)
-        if (!isfinite(coords[i])) return arg_error(g, "grid_sample", "coordinates must be finite");
+        if (!isfinite(coords[i])) return ssl_graph_arg_error(g, "grid_sample", "coordinates must be finite");
     if (!(x = planar(g, x))) return NULL;
     int shape[2] = {(int)np, C};
     if (np > 1L << 30) return ssl_graph_shape_error(g, "grid_sample", "too many points");
     ssl_tensor *y = ssl_tensor_new(g, 2, shape, SSL_LAYOUT_NCHW);
     if (!y) return NULL;
     act_view v = view(x, x->data);
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (np * C >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (np * C >= SSL_PAR_MIN)
     for (long r = 0; r < np; r++) {
         int i = (int)(r / P);
         long idx[4];
@@ -914,7 +892,7 @@ static void dense_infonce_bwd(ssl_graph *g, ssl_node *n)
 {
     ssl_tensor *q = n->in[0], *k = n->in[1];
     const dnce_saved *s = n->saved;
-    const int M = q->shape[0], D = q->shape[1], B = infonce_block(M), T = n_threads(g);
+    const int M = q->shape[0], D = q->shape[1], B = infonce_block(M), T = ssl_graph_threads(g);
     const int nblk = (M + B - 1) / B, need_dq = q->requires_grad, need_dk = k->requires_grad;
     const float go = n->out->grad[0] / (float)M, invT = 1.0f / s->T;
     /* per thread: a block of logits (B, M), then its dk partial (M, D) */
@@ -926,7 +904,7 @@ static void dense_infonce_bwd(ssl_graph *g, ssl_node *n)
 #pragma omp parallel for schedule(static, 1) num_threads(T) /* static: deterministic sums */
     for (int bi = 0; bi < nblk; bi++) {
         const int r0 = bi * B, rows = M - r0 < B ? M - r0 : B;
-        float *G = scratch + (size_t)thread_id() * (lg_sz + dk_sz), *dk_t = G + lg_sz;
+        float *G = scratch + (size_t)ssl_thread_id() * (lg_sz + dk_sz), *dk_t = G + lg_sz;
         /* G = d loss / d logits = (softmax - onehot(diagonal)) / M, times d(loss) */
         ssl_sgemm(0, 1, rows, M, D, invT, q->data + (long)r0 * D, D, k->data, D, 0.0f, G, M);
         for (int r = 0; r < rows; r++) {
@@ -953,8 +931,8 @@ ssl_tensor *ssl_op_dense_infonce(ssl_graph *g, ssl_tensor *q, ssl_tensor *k, flo
         q->shape[1] != k->shape[1] || q->shape[0] < 1 || q->shape[1] < 1)
         return ssl_graph_shape_error(g, "dense_infonce", "q and k must both be (M, D)");
     if (!(temperature > 0) || !isfinite(temperature))
-        return arg_error(g, "dense_infonce", "temperature must be > 0");
-    const int M = q->shape[0], D = q->shape[1], B = infonce_block(M), T = n_threads(g);
+        return ssl_graph_arg_error(g, "dense_infonce", "temperature must be > 0");
+    const int M = q->shape[0], D = q->shape[1], B = infonce_block(M), T = ssl_graph_threads(g);
     const int nblk = (M + B - 1) / B;
     ssl_tensor *y = new_scalar(g);
     dnce_saved *s = ssl_graph_saved(g, sizeof *s);
@@ -970,7 +948,7 @@ ssl_tensor *ssl_op_dense_infonce(ssl_graph *g, ssl_tensor *q, ssl_tensor *k, flo
 #pragma omp parallel for schedule(static, 1) num_threads(T)
     for (int bi = 0; bi < nblk; bi++) {
         const int r0 = bi * B, rows = M - r0 < B ? M - r0 : B;
-        float *L = logits + (size_t)thread_id() * lg_sz;
+        float *L = logits + (size_t)ssl_thread_id() * lg_sz;
         ssl_sgemm(0, 1, rows, M, D, 1.0f / temperature, q->data + (long)r0 * D, D, k->data, D,
                   0.0f, L, M);
         for (int r = 0; r < rows; r++) {

@@ -17,9 +17,6 @@
 #define INV_SQRT_2PI 0.39894228040143267794
 #define NORM_EPS 1e-12f /* F.normalize's default */
 #define BN_EPS 1e-5     /* BatchNorm1d's default, as Barlow Twins uses it */
-/* Element-wise loops spawn threads only when there is enough work to pay
- * for them (loss scalars and small heads stay on the calling thread). */
-#define PAR_MIN 16384
 
 /* Whether ssl_graph_record() will record a node for these inputs: the
  * forward then also prepares what the backward needs. */
@@ -28,11 +25,6 @@ static int will_record(ssl_graph *g, ssl_tensor *a, ssl_tensor *b)
     return g->record && ssl_graph_needs_grad(a, b, NULL);
 }
 
-static ssl_tensor *arg_error(ssl_graph *g, const char *op, const char *what)
-{
-    ssl_ctx_fail(g->ctx, SSL_EINVAL, "%s: %s", op, what);
-    return NULL;
-}
 
 /* Two 2-D tensors of the same (N, D) with N >= min_rows. */
 static int same_2d(const ssl_tensor *a, const ssl_tensor *b, int min_rows)
@@ -68,7 +60,7 @@ static void scale_bwd(ssl_graph *g, ssl_node *n)
     long m = ssl_tensor_numel(x);
     const float *dy = n->out->grad;
     float *dx = x->grad, s = n->fattr[0];
-#pragma omp parallel for simd schedule(static) num_threads(g->ctx->n_threads) if (m >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(g->ctx->n_threads) if (m >= SSL_PAR_MIN)
     for (long i = 0; i < m; i++) dx[i] += s * dy[i];
 }
 
@@ -80,7 +72,7 @@ ssl_tensor *ssl_op_scale(ssl_graph *g, ssl_tensor *x, float s)
     long m = ssl_tensor_numel(x);
     const float *px = x->data;
     float *py = y->data;
-#pragma omp parallel for simd schedule(static) num_threads(g->ctx->n_threads) if (m >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(g->ctx->n_threads) if (m >= SSL_PAR_MIN)
     for (long i = 0; i < m; i++) py[i] = s * px[i];
     int fail;
     ssl_node *n = ssl_graph_record(g, scale_bwd, y, x, NULL, NULL, &fail);
@@ -98,7 +90,7 @@ static void gelu_bwd(ssl_graph *g, ssl_node *n)
     const float *px = x->data, *dy = n->out->grad;
     float *dx = x->grad;
     /* d/dx x Phi(x) = Phi(x) + x phi(x) */
-#pragma omp parallel for schedule(static) num_threads(g->ctx->n_threads) if (m >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(g->ctx->n_threads) if (m >= SSL_PAR_MIN)
     for (long i = 0; i < m; i++) { /* float, as PyTorch's float32 GELU: a third of
                                        a ViT step went to double erf/exp */
         float v = px[i];
@@ -116,7 +108,7 @@ ssl_tensor *ssl_op_gelu(ssl_graph *g, ssl_tensor *x)
     long m = ssl_tensor_numel(x);
     const float *px = x->data;
     float *py = y->data;
-#pragma omp parallel for schedule(static) num_threads(g->ctx->n_threads) if (m >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(g->ctx->n_threads) if (m >= SSL_PAR_MIN)
     for (long i = 0; i < m; i++) {
         float v = px[i];
         py[i] = 0.5f * v * (1.0f + erff(v * (float)INV_SQRT2));
@@ -199,7 +191,7 @@ static void saved_grad_bwd(ssl_graph *g, ssl_node *n)
     long m = ssl_tensor_numel(x);
     const float *gx = n->saved;
     float *dx = x->grad, s = n->out->grad[0];
-#pragma omp parallel for simd schedule(static) num_threads(g->ctx->n_threads) if (m >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(g->ctx->n_threads) if (m >= SSL_PAR_MIN)
     for (long i = 0; i < m; i++) dx[i] += s * gx[i];
 }
 
@@ -209,8 +201,8 @@ ssl_tensor *ssl_op_soft_ce(ssl_graph *g, ssl_tensor *logits, const float *target
     if (!logits) return NULL;
     if (logits->ndim != 2 || logits->shape[0] < 1 || logits->shape[1] < 1)
         return ssl_graph_shape_error(g, "soft_ce", "logits must be (N, K)");
-    if (!targets) return arg_error(g, "soft_ce", "targets missing");
-    if (!(T > 0) || !isfinite(T)) return arg_error(g, "soft_ce", "temperature must be > 0");
+    if (!targets) return ssl_graph_arg_error(g, "soft_ce", "targets missing");
+    if (!(T > 0) || !isfinite(T)) return ssl_graph_arg_error(g, "soft_ce", "temperature must be > 0");
     int N = logits->shape[0], K = logits->shape[1];
     ssl_tensor *y = new_scalar(g);
     if (!y) return NULL;
@@ -255,8 +247,8 @@ ssl_tensor *ssl_op_infonce_queue(ssl_graph *g, ssl_tensor *q, ssl_tensor *k, con
     if (!q || !k) return NULL;
     if (!same_2d(q, k, 1)) return ssl_graph_shape_error(g, "infonce_queue", "q and k must both be (N, D)");
     if (K < 0) return ssl_graph_shape_error(g, "infonce_queue", "queue length K must be >= 0");
-    if (K > 0 && !queue) return arg_error(g, "infonce_queue", "queue missing");
-    if (!(T > 0) || !isfinite(T)) return arg_error(g, "infonce_queue", "temperature must be > 0");
+    if (K > 0 && !queue) return ssl_graph_arg_error(g, "infonce_queue", "queue missing");
+    if (!(T > 0) || !isfinite(T)) return ssl_graph_arg_error(g, "infonce_queue", "temperature must be > 0");
     int N = q->shape[0], D = q->shape[1], L = K + 1;
     ssl_tensor *y = new_scalar(g);
     if (!y) return NULL;
@@ -514,7 +506,7 @@ ssl_tensor *ssl_op_vicreg(ssl_graph *g, ssl_tensor *z1, ssl_tensor *z2, float si
     if (!z1 || !z2) return NULL;
     if (!same_2d(z1, z2, 2))
         return ssl_graph_shape_error(g, "vicreg", "z1 and z2 must both be (N, D) with N >= 2");
-    if (!(eps >= 0) || !isfinite(eps)) return arg_error(g, "vicreg", "eps must be >= 0");
+    if (!(eps >= 0) || !isfinite(eps)) return ssl_graph_arg_error(g, "vicreg", "eps must be >= 0");
     int N = z1->shape[0], D = z1->shape[1];
     size_t nd = (size_t)N * D, dd = (size_t)D * D;
     int rec = will_record(g, z1, z2);

@@ -18,30 +18,8 @@
 #include <omp.h>
 #endif
 
-/* Loops spawn threads only when there is enough work to pay for them. */
-#define PAR_MIN 16384
 /* Columns per task of a column sum (parameter gradients). */
 #define COL_BLOCK 16
-
-static inline int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int n_threads(const ssl_graph *g)
-{
-    return g->ctx->n_threads > 0 ? g->ctx->n_threads : 1;
-}
-
-static ssl_tensor *arg_error(ssl_graph *g, const char *op, const char *what)
-{
-    ssl_ctx_fail(g->ctx, SSL_EINVAL, "%s: %s", op, what);
-    return NULL;
-}
 
 static int will_record(const ssl_graph *g, const ssl_tensor *a, const ssl_tensor *b,
                        const ssl_tensor *c)
@@ -71,7 +49,7 @@ static void col_sum_rows(const ssl_graph *g, float *dst, const float *src, long 
                          const int32_t *map, const uint8_t *mask)
 {
     int nb = (D + COL_BLOCK - 1) / COL_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (rows * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (rows * D >= SSL_PAR_MIN)
     for (int b = 0; b < nb; b++) {
         int j0 = b * COL_BLOCK, j1 = j0 + COL_BLOCK < D ? j0 + COL_BLOCK : D;
         double s[COL_BLOCK] = {0};
@@ -107,7 +85,7 @@ static void layernorm_bwd(ssl_graph *g, ssl_node *n)
     if (x->requires_grad) {
         float *dx = x->grad;
         /* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma */
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (work >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (work >= SSL_PAR_MIN)
         for (int i = 0; i < M; i++) {
             const float *xr = xd + (long)i * D, *gr = dy + (long)i * D;
             float *dr = dx + (long)i * D;
@@ -130,7 +108,7 @@ static void layernorm_bwd(ssl_graph *g, ssl_node *n)
     float *db = bt && bt->requires_grad ? bt->grad : NULL;
     if (!dg && !db) return;
     int nb = (D + COL_BLOCK - 1) / COL_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (work >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (work >= SSL_PAR_MIN)
     for (int b = 0; b < nb; b++) {
         int j0 = b * COL_BLOCK, j1 = j0 + COL_BLOCK < D ? j0 + COL_BLOCK : D;
         double sg[COL_BLOCK] = {0}, sb[COL_BLOCK] = {0};
@@ -158,14 +136,14 @@ ssl_tensor *ssl_op_layernorm(ssl_graph *g, ssl_tensor *x, ssl_tensor *gamma, ssl
     const int M = x->shape[0], D = x->shape[1];
     if ((gamma && ssl_tensor_numel(gamma) != D) || (beta && ssl_tensor_numel(beta) != D))
         return ssl_graph_shape_error(g, "layernorm", "gamma or beta is not (D)");
-    if (!(eps >= 0)) return arg_error(g, "layernorm", "eps must be >= 0");
+    if (!(eps >= 0)) return ssl_graph_arg_error(g, "layernorm", "eps must be >= 0");
     ssl_tensor *y = ssl_tensor_new(g, 2, x->shape, SSL_LAYOUT_NCHW);
     float *stats = ssl_graph_saved(g, sizeof(float) * 2 * (size_t)(M > 0 ? M : 1));
     if (!y || !stats) return NULL;
     float *mean = stats, *rstd = stats + M;
     const float *xd = x->data, *gw = gamma ? gamma->data : NULL, *bw = beta ? beta->data : NULL;
     float *yd = y->data;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if ((long)M * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)M * D >= SSL_PAR_MIN)
     for (int i = 0; i < M; i++) {
         const float *xr = xd + (long)i * D;
         float *yr = yd + (long)i * D;
@@ -217,7 +195,7 @@ static void attention_bwd(ssl_graph *g, ssl_node *n)
     const int B = n->iattr[0], T = n->iattr[1], H = n->iattr[2], recompute = n->iattr[3];
     const int D3 = qkv->shape[1], D = D3 / 3, dh = D / H;
     const float scale = n->fattr[0];
-    const int nt = n_threads(g);
+    const int nt = ssl_graph_threads(g);
     const long tt = (long)T * T;
     float *scr = ssl_ctx_scratch(g->ctx, sizeof(float) * (size_t)tt * (recompute ? 2 : 1) * nt);
     if (!scr) return; /* ctx->failed is set: the backward pass stops */
@@ -226,7 +204,7 @@ static void attention_bwd(ssl_graph *g, ssl_node *n)
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
-        float *dP = scr + (long)thread_id() * tt * (recompute ? 2 : 1);
+        float *dP = scr + (long)ssl_thread_id() * tt * (recompute ? 2 : 1);
         const long r0 = (long)b * T;
         const float *q = xd + r0 * D3 + (long)h * dh, *k = q + D, *v = q + 2 * D;
         float *dq = dxd + r0 * D3 + (long)h * dh, *dk = dq + D, *dv = dq + 2 * D;
@@ -271,14 +249,14 @@ ssl_tensor *ssl_op_attention_mode(ssl_graph *g, ssl_tensor *qkv, int B, int T, i
         return ssl_graph_shape_error(g, "attention",
                                      "needs qkv (B*T, 3*D) with D a multiple of heads");
     if (mode != SSL_ATTN_AUTO && mode != SSL_ATTN_SAVE && mode != SSL_ATTN_RECOMPUTE)
-        return arg_error(g, "attention", "unknown mode");
+        return ssl_graph_arg_error(g, "attention", "unknown mode");
     const int D3 = qkv->shape[1], D = D3 / 3, H = heads, dh = D / H;
     const float scale = 1.0f / sqrtf((float)dh);
     const int recompute =
         mode == SSL_ATTN_RECOMPUTE || (mode == SSL_ATTN_AUTO && T > SSL_ATTN_SAVE_MAX_T);
     const int rec = will_record(g, qkv, NULL, NULL);
     const long tt = (long)T * T;
-    const int nt = n_threads(g);
+    const int nt = ssl_graph_threads(g);
     ssl_tensor *y = new_2d(g, (long)B * T, D);
     if (!y) return NULL;
     float *saved = NULL, *scr = NULL;
@@ -297,7 +275,7 @@ ssl_tensor *ssl_op_attention_mode(ssl_graph *g, ssl_tensor *qkv, int B, int T, i
         const int b = bh / H, h = bh % H;
         const long r0 = (long)b * T;
         const float *q = xd + r0 * D3 + (long)h * dh, *k = q + D, *v = q + 2 * D;
-        float *P = rec && !recompute ? saved + (long)bh * tt : scr + (long)thread_id() * tt;
+        float *P = rec && !recompute ? saved + (long)bh * tt : scr + (long)ssl_thread_id() * tt;
         float *lse = rec && recompute ? saved + (long)bh * T : NULL;
         ssl_sgemm(0, 1, T, T, dh, scale, q, D3, k, D3, 0.0f, P, T);
         for (int i = 0; i < T; i++) softmax_row(P + (long)i * T, T, lse ? lse + i : NULL);
@@ -333,7 +311,7 @@ static void patch_copy(const ssl_graph *g, float *rows, float *img, const ssl_te
     const int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int gh = H / p, gw = W / p, T = gh * gw, K = C * p * p;
     const ssl_layout l = x->layout;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if ((long)N * T * K >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)N * T * K >= SSL_PAR_MIN)
     for (long r = 0; r < (long)N * T; r++) {
         const int n = (int)(r / T), t = (int)(r % T), pi = t / gw, pj = t % gw;
         float *row = rows + r * K;
@@ -368,7 +346,7 @@ ssl_tensor *ssl_op_patchify(ssl_graph *g, ssl_tensor *x, int p, ssl_patch_order 
         return ssl_graph_shape_error(g, "patchify",
                                      "needs (N, C, H, W) with H and W multiples of the patch");
     if (order != SSL_PATCH_CHW && order != SSL_PATCH_HWC)
-        return arg_error(g, "patchify", "unknown patch order");
+        return ssl_graph_arg_error(g, "patchify", "unknown patch order");
     const int N = x->shape[0], C = x->shape[1], T = (x->shape[2] / p) * (x->shape[3] / p);
     ssl_tensor *y = new_2d(g, (long)N * T, C * p * p);
     if (!y) return NULL;
@@ -389,7 +367,7 @@ ssl_tensor *ssl_op_patch_embed(ssl_graph *g, ssl_tensor *x, ssl_tensor *w, ssl_t
     if (x->ndim != 4 || w->ndim != 4 || w->shape[1] != x->shape[1] || w->shape[2] != w->shape[3])
         return ssl_graph_shape_error(g, "patch_embed", "needs x (N, C, H, W) and w (D, C, p, p)");
     if (w->node || (w->requires_grad && !w->grad))
-        return arg_error(g, "patch_embed", "the weight must be a parameter (own gradient buffer)");
+        return ssl_graph_arg_error(g, "patch_embed", "the weight must be a parameter (own gradient buffer)");
     ssl_tensor *cols = ssl_op_patchify(g, x, w->shape[2], SSL_PATCH_CHW);
     if (!cols) return NULL;
     cols->transient = 1; /* only the product below reads it */
@@ -412,7 +390,7 @@ static void prepend_bwd(ssl_graph *g, ssl_node *n)
     const float *dy = n->out->grad;
     if (x->requires_grad) {
         float *dx = x->grad;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if ((long)N * T * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)N * T * D >= SSL_PAR_MIN)
         for (int s = 0; s < N; s++) {
             const float *src = dy + ((long)s * (T + 1) + 1) * D;
             float *dst = dx + (long)s * T * D;
@@ -436,7 +414,7 @@ ssl_tensor *ssl_op_prepend_token(ssl_graph *g, ssl_tensor *x, int N, ssl_tensor 
     if (!y) return NULL;
     const float *xd = x->data, *td = tok->data, *pd = pos ? pos->data : NULL;
     float *yd = y->data;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if ((long)N * T * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)N * T * D >= SSL_PAR_MIN)
     for (int s = 0; s < N; s++) {
         float *dst = yd + (long)s * (T + 1) * D;
         for (int j = 0; j < D; j++) dst[j] = pd ? td[j] + pd[j] : td[j];
@@ -457,13 +435,13 @@ static void add_pos_bwd(ssl_graph *g, ssl_node *n)
     const long m = (long)N * T * D;
     if (x->requires_grad) {
         float *dx = x->grad;
-#pragma omp parallel for simd schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
         for (long i = 0; i < m; i++) dx[i] += dy[i];
     }
     if (pos->requires_grad) {
         float *dp = pos->grad;
         /* each thread owns position rows and sums the samples in order */
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (m >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
         for (int t = 0; t < T; t++) {
             float *dr = dp + (long)t * D;
             for (int j = 0; j < D; j++) {
@@ -486,7 +464,7 @@ ssl_tensor *ssl_op_add_pos(ssl_graph *g, ssl_tensor *x, int N, ssl_tensor *pos)
     const float *xd = x->data, *pd = pos->data;
     float *yd = y->data;
     const long td = (long)T * D;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (N * td >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (N * td >= SSL_PAR_MIN)
     for (int s = 0; s < N; s++)
         for (long i = 0; i < td; i++) yd[s * td + i] = xd[s * td + i] + pd[i];
     int fail;
@@ -506,7 +484,7 @@ static void gather_bwd(ssl_graph *g, ssl_node *n)
     const float *dy = n->out->grad;
     float *dx = x->grad;
     /* per sample, in k order: repeated indices add up the same way always */
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if ((long)N * K * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)N * K * D >= SSL_PAR_MIN)
     for (int s = 0; s < N; s++)
         for (int k = 0; k < K; k++) {
             float *dr = dx + ((long)s * T + idx[(long)s * K + k]) * D;
@@ -523,12 +501,12 @@ ssl_tensor *ssl_op_gather_tokens(ssl_graph *g, ssl_tensor *x, int N, const int32
         return ssl_graph_shape_error(g, "gather_tokens",
                                      "needs x (N*T, D) and K >= 1 indices per sample");
     for (long i = 0; i < (long)N * K; i++)
-        if (idx[i] < 0 || idx[i] >= T) return arg_error(g, "gather_tokens", "index out of range");
+        if (idx[i] < 0 || idx[i] >= T) return ssl_graph_arg_error(g, "gather_tokens", "index out of range");
     ssl_tensor *y = new_2d(g, (long)N * K, D);
     if (!y) return NULL;
     const float *xd = x->data;
     float *yd = y->data;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if ((long)N * K * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)N * K * D >= SSL_PAR_MIN)
     for (int s = 0; s < N; s++)
         for (int k = 0; k < K; k++)
             memcpy(yd + ((long)s * K + k) * D, xd + ((long)s * T + idx[(long)s * K + k]) * D,
@@ -560,7 +538,7 @@ static void scatter_bwd(ssl_graph *g, ssl_node *n)
     const float *dy = n->out->grad;
     if (x->requires_grad) {
         float *dx = x->grad;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if ((long)N * T * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)N * T * D >= SSL_PAR_MIN)
         for (long r = 0; r < (long)N * T; r++) {
             if (map[r] < 0) continue;
             float *dr = dx + (long)map[r] * D;
@@ -585,16 +563,16 @@ ssl_tensor *ssl_op_scatter_tokens(ssl_graph *g, ssl_tensor *x, int N, const int3
     for (int s = 0; s < N; s++)
         for (int k = 0; k < K; k++) {
             int32_t t = idx[(long)s * K + k];
-            if (t < 0 || t >= T) return arg_error(g, "scatter_tokens", "index out of range");
+            if (t < 0 || t >= T) return ssl_graph_arg_error(g, "scatter_tokens", "index out of range");
             if (map[(long)s * T + t] >= 0)
-                return arg_error(g, "scatter_tokens", "an index repeats within a sample");
+                return ssl_graph_arg_error(g, "scatter_tokens", "an index repeats within a sample");
             map[(long)s * T + t] = s * K + k;
         }
     ssl_tensor *y = new_2d(g, (long)N * T, D);
     if (!y) return NULL;
     const float *xd = x->data, *fd = fill ? fill->data : NULL;
     float *yd = y->data;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if ((long)N * T * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)N * T * D >= SSL_PAR_MIN)
     for (long r = 0; r < (long)N * T; r++) {
         float *dst = yd + r * D;
         if (map[r] >= 0)
@@ -625,7 +603,7 @@ static void mask_tokens_bwd(ssl_graph *g, ssl_node *n)
     const float *dy = n->out->grad;
     if (x->requires_grad) {
         float *dx = x->grad;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (rows * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (rows * D >= SSL_PAR_MIN)
         for (long r = 0; r < rows; r++) {
             if (mask[r]) continue;
             for (int j = 0; j < D; j++) dx[r * D + j] += dy[r * D + j];
@@ -649,7 +627,7 @@ ssl_tensor *ssl_op_mask_tokens(ssl_graph *g, ssl_tensor *x, int N, const uint8_t
     for (long r = 0; r < rows; r++) m[r] = mask[r] != 0;
     const float *xd = x->data, *td = tok->data;
     float *yd = y->data;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (rows * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (rows * D >= SSL_PAR_MIN)
     for (long r = 0; r < rows; r++)
         memcpy(yd + r * D, m[r] ? td : xd + r * D, sizeof(float) * D);
     int fail;
@@ -667,7 +645,7 @@ static void token_slice_bwd(ssl_graph *g, ssl_node *n)
     const int N = n->iattr[0], start = n->iattr[1], cnt = n->iattr[2];
     const int T = x->shape[0] / N, D = x->shape[1];
     const long len = (long)cnt * D;
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if (N * len >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (N * len >= SSL_PAR_MIN)
     for (int s = 0; s < N; s++) {
         float *dst = x->grad + ((long)s * T + start) * D;
         const float *src = n->out->grad + s * len;
@@ -705,7 +683,7 @@ static void token_mean_bwd(ssl_graph *g, ssl_node *n)
     const int N = n->iattr[0], start = n->iattr[1];
     const int T = x->shape[0] / N, D = x->shape[1];
     const float inv = 1.0f / (float)(T - start);
-#pragma omp parallel for schedule(static) num_threads(n_threads(g)) if ((long)N * T * D >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)N * T * D >= SSL_PAR_MIN)
     for (int s = 0; s < N; s++) {
         const float *gr = n->out->grad + (long)s * D;
         for (int t = start; t < T; t++) {
