@@ -132,7 +132,7 @@ static void act_block(ssl_layout l, int N, int ch, long hw, int n0, const float 
 static void cpu_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
                            const ssl_conv_desc *d)
 {
-    if (!ctx->direct_conv && ssl_winograd_suits(d)) {
+    if (!ctx->direct_conv && ssl_winograd_fast() && ssl_winograd_suits(d)) {
         ssl_winograd_conv_fwd(ctx, y, x, w, d);
         return;
     }
@@ -167,7 +167,7 @@ static void cpu_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *
 static void cpu_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
                            const float *x, const float *w, const ssl_conv_desc *d)
 {
-    if (!ctx->direct_conv && ssl_winograd_suits(d)) {
+    if (!ctx->direct_conv && ssl_winograd_fast() && ssl_winograd_suits(d)) {
         ssl_winograd_conv_bwd(ctx, dx, dw, dy, x, w, d);
         return;
     }

@@ -490,7 +490,7 @@ static void plan_run(ssl_ctx *ctx, conv_plan *p, void *const *tensors, int have_
 static void conv_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
                      const ssl_conv_desc *d, int every)
 {
-    if (!every && !ctx->direct_conv && ssl_winograd_suits(d)) { /* 3x3/1: 1.7-2.3x oneDNN's direct kernels */
+    if (!every && !ctx->direct_conv && ssl_winograd_fast() && ssl_winograd_suits(d)) { /* 3x3/1: 1.7-2.3x oneDNN's direct kernels */
         ssl_winograd_conv_fwd(ctx, y, x, w, d);
         return;
     }
@@ -507,7 +507,7 @@ static void conv_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
 static void conv_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy, const float *x,
                      const float *w, const ssl_conv_desc *d, int every)
 {
-    if (!every && !ctx->direct_conv && ssl_winograd_suits(d)) {
+    if (!every && !ctx->direct_conv && ssl_winograd_fast() && ssl_winograd_suits(d)) {
         ssl_winograd_conv_bwd(ctx, dx, dw, dy, x, w, d);
         return;
     }

@@ -827,6 +827,15 @@ static int wg_dw(ssl_ctx *ctx, int m, long budget, float *dw, const float *dy, c
  * on every ResNet-18 layer, forward and backward; with 8 channels the
  * backward loses to oneDNN. Vectors span 8 images, so a batch under 8 wastes
  * most lanes (at N = 4 it only ties). */
+int ssl_winograd_fast(void)
+{
+#if defined(__AVX2__) && defined(__FMA__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int ssl_winograd_suits(const ssl_conv_desc *d)
 {
     if (d->R != 3 || d->S != 3 || d->stride != 1 || d->pad != 1) return 0;

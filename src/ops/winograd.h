@@ -15,6 +15,11 @@
  * input) with enough channels for Winograd to beat the direct backends. */
 int ssl_winograd_suits(const ssl_conv_desc *d);
 
+/* 1 when this build has the AVX2 + FMA kernels. Without them (a build
+ * without -march=native, e.g. the sanitizer one) the plain C path is
+ * correct but slower than im2col + BLAS, so the backends don't use it. */
+int ssl_winograd_fast(void);
+
 /* The output tile ssl_winograd_conv_fwd/bwd use for d: 4 (F(4x4, 3x3)) or
  * 2 (F(2x2, 3x3)). */
 int ssl_winograd_tile(const ssl_conv_desc *d);
