@@ -63,7 +63,7 @@ $(BUILD)/libselfsup.a: $(LIB_OBJ)
 $(BUILD)/selfsup: $(CLI_OBJ) $(BUILD)/libselfsup.a
 	$(CC) $(LDFLAGS) $(CLI_OBJ) $(BUILD)/libselfsup.a $(LIBS) -o $@
 
-$(BUILD)/tests/%: tests/%.c tests/check.h tests/golden.h $(BUILD)/libselfsup.a
+$(BUILD)/tests/%: tests/%.c tests/check.h tests/golden.h tests/graph_test.h $(BUILD)/libselfsup.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libselfsup.a $(LIBS) -o $@
 

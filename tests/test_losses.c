@@ -13,7 +13,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
 #include "golden.h"
-#include "nn/graph_internal.h" /* ssl_graph_record for a test-only op */
+#include "graph_test.h" /* zero_grad, max_abs, the test-only loss wsum */
 #include "selfsup/graph.h"
 #include "selfsup/io.h"
 
@@ -56,44 +56,6 @@ static void unmk_all(ssl_tensor *t, ...)
     va_start(ap, t);
     for (; t; t = va_arg(ap, ssl_tensor *)) unmk(t);
     va_end(ap);
-}
-
-static void zero_grad(ssl_tensor *t)
-{
-    if (t && t->grad) memset(t->grad, 0, sizeof(float) * (size_t)ssl_tensor_numel(t));
-}
-
-static double max_abs(const float *a, long n)
-{
-    double m = 0;
-    for (long i = 0; i < n; i++) m = fmax(m, fabs((double)a[i]));
-    return m;
-}
-
-/* loss = sum(x * R), a test-only node, to differentiate the ops whose output
- * is not a scalar. */
-static void wsum_bwd(ssl_graph *g, ssl_node *n)
-{
-    ssl_tensor *x = n->in[0];
-    if (!x->requires_grad) return;
-    const float *R = n->attr;
-    for (long i = 0; i < ssl_tensor_numel(x); i++) x->grad[i] += n->out->grad[0] * R[i];
-}
-
-static ssl_tensor *wsum(ssl_graph *g, ssl_tensor *x, const float *R)
-{
-    if (!x) return NULL;
-    int one = 1;
-    ssl_tensor *y = ssl_tensor_new(g, 1, &one, SSL_LAYOUT_NCHW);
-    if (!y) return NULL;
-    double s = 0;
-    for (long i = 0; i < ssl_tensor_numel(x); i++) s += (double)x->data[i] * R[i];
-    y->data[0] = (float)s;
-    int fail;
-    ssl_node *n = ssl_graph_record(g, wsum_bwd, y, x, NULL, NULL, &fail);
-    if (fail) return NULL;
-    if (n) n->attr = (void *)R;
-    return y;
 }
 
 /* ------------------------------------------------------------- the cases */
