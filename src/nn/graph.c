@@ -165,8 +165,10 @@ static void release_grad(ssl_graph *g, ssl_tensor *t)
 void ssl_graph_drop(ssl_graph *g, ssl_tensor *t)
 {
     if (!t || !t->data || t->dropped) return;
-    if (g->record && t->requires_grad) {
-        if (!t->node || !g->nodes[t->node - 1].remat) return; /* cannot rebuild it: keep */
+    if (g->record) { /* a recorded backward may read it (a convolution's
+                        weight gradient reads its input even when the input
+                        itself takes no gradient): only what can be rebuilt */
+        if (!t->node || !g->nodes[t->node - 1].remat) return;
         t->dropped = 1;
     }
     give_buffer(g, t->data, sizeof(float) * (size_t)ssl_tensor_numel(t));

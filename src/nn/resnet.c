@@ -101,20 +101,33 @@ static ssl_tensor *internal(ssl_tensor *t)
     return t;
 }
 
+/* After an internal activation's last forward use: when nothing is
+ * recorded (a teacher's or an evaluation's pass), no backward will read it
+ * and its memory goes back at once, so such a pass keeps about one layer
+ * alive instead of all. */
+static void used_up(ssl_graph *g, ssl_tensor *t)
+{
+    if (t && t->transient && !g->record) ssl_graph_drop(g, t);
+}
+
 /* act(bn(conv(x)) + skip), skip may be NULL: BN, the residual sum and the
  * ReLU are one op (ssl_op_bn_act). */
 static ssl_tensor *conv_bn(ssl_graph *g, ssl_tensor *x, ssl_conv_layer *c, ssl_bn_layer *bn,
                            ssl_tensor *skip, int relu)
 {
     ssl_tensor *y = internal(ssl_op_conv2d(g, x, &c->weight, c->stride, c->pad));
-    return internal(ssl_op_bn_act(g, y, bn, skip, relu));
+    ssl_tensor *out = internal(ssl_op_bn_act(g, y, bn, skip, relu));
+    used_up(g, y);
+    return out;
 }
 
 ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
 {
     ssl_tensor *h = ssl_resnet_forward_dense(g, m, x);
     if (h) h->transient = 1; /* only the pool reads it here */
-    return ssl_op_global_avgpool(g, h);
+    ssl_tensor *f = ssl_op_global_avgpool(g, h);
+    used_up(g, h);
+    return f;
 }
 
 ssl_tensor *ssl_resnet_forward_dense(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
@@ -124,10 +137,15 @@ ssl_tensor *ssl_resnet_forward_dense(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
         ssl_ctx_fail(g->ctx, SSL_ESHAPE, "resnet: expected (N, %d, H, W) input", m->cfg.in_channels);
         return NULL;
     }
-    ssl_tensor *h = ssl_op_to_layout(g, x, g->be->act_layout);
-    if (h != x) internal(h);
-    h = conv_bn(g, h, &m->conv1, &m->bn1, NULL, 1);
-    if (m->cfg.stem == SSL_STEM_IMAGENET) h = internal(ssl_op_maxpool(g, h, 3, 2, 1));
+    ssl_tensor *in = ssl_op_to_layout(g, x, g->be->act_layout);
+    if (in != x) internal(in);
+    ssl_tensor *h = conv_bn(g, in, &m->conv1, &m->bn1, NULL, 1);
+    used_up(g, in);
+    if (m->cfg.stem == SSL_STEM_IMAGENET) {
+        ssl_tensor *p = internal(ssl_op_maxpool(g, h, 3, 2, 1));
+        used_up(g, h);
+        h = p;
+    }
     for (int b = 0; b < m->n_blocks; b++) {
         ssl_res_block *blk = &m->blocks[b];
         /* The activations inside a block are only convolution inputs: each
@@ -146,6 +164,8 @@ ssl_tensor *ssl_resnet_forward_dense(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
         int last = blk->n_conv - 1;
         ssl_tensor *out = conv_bn(g, y, &blk->conv[last], &blk->bn[last], skip, 1);
         if (y != h) ssl_graph_drop(g, y);
+        if (skip != h) used_up(g, skip);
+        used_up(g, h);
         h = out;
     }
     if (h) h->transient = 0; /* the caller's */
