@@ -274,3 +274,14 @@ ssl_tensor *ssl_graph_shape_error(ssl_graph *g, const char *op, const char *what
     ssl_ctx_fail(g->ctx, SSL_ESHAPE, "%s: %s", op, what);
     return NULL;
 }
+
+void ssl_graph_saved_grad_bwd(ssl_graph *g, ssl_node *n)
+{
+    ssl_tensor *x = n->in[0];
+    if (!x->requires_grad) return;
+    long m = ssl_tensor_numel(x);
+    const float *gx = n->saved;
+    float *dx = x->grad, s = n->out->grad[0];
+#pragma omp parallel for simd schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
+    for (long i = 0; i < m; i++) dx[i] += s * gx[i];
+}

@@ -564,18 +564,6 @@ ssl_tensor *ssl_op_leaky_relu(ssl_graph *g, ssl_tensor *x, float slope)
 
 /* ===================================================================== losses */
 
-/* The forward stored d(loss)/d(input) for d(loss) = 1 in n->saved. */
-static void saved_grad_bwd(ssl_graph *g, ssl_node *n)
-{
-    ssl_tensor *x = n->in[0];
-    if (!x->requires_grad) return;
-    long m = ssl_tensor_numel(x);
-    const float *gx = n->saved;
-    float *dx = x->grad, s = n->out->grad[0];
-#pragma omp parallel for simd schedule(static) num_threads(ssl_graph_threads(g)) if (m >= SSL_PAR_MIN)
-    for (long i = 0; i < m; i++) dx[i] += s * gx[i];
-}
-
 /* ---- masked L2 ---- */
 ssl_tensor *ssl_op_masked_mse(ssl_graph *g, ssl_tensor *pred, const float *target,
                               const float *mask, int mask_channels)
@@ -627,7 +615,7 @@ ssl_tensor *ssl_op_masked_mse(ssl_graph *g, ssl_tensor *pred, const float *targe
         for (long k = 0; k < m; k++) gr[k] *= s;
     }
     int fail;
-    ssl_node *n = ssl_graph_record(g, saved_grad_bwd, y, pred, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, ssl_graph_saved_grad_bwd, y, pred, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) n->saved = gr;
     return y;
@@ -781,7 +769,7 @@ ssl_tensor *ssl_op_bce_logits(ssl_graph *g, ssl_tensor *logits, const float *tar
     for (long bi = 0; bi < nblk; bi++) s += part[bi];
     y->data[0] = (float)(s / m);
     int fail;
-    ssl_node *n = ssl_graph_record(g, saved_grad_bwd, y, logits, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, ssl_graph_saved_grad_bwd, y, logits, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) n->saved = gr;
     return y;

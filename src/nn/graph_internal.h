@@ -20,6 +20,11 @@ void *ssl_graph_saved(ssl_graph *g, size_t bytes);
 /* Sets ctx->err to "op: what" (SSL_ESHAPE) and returns NULL. */
 ssl_tensor *ssl_graph_shape_error(ssl_graph *g, const char *op, const char *what);
 
+/* Backward of a scalar loss whose forward stored d(loss)/d(input) for
+ * d(loss) = 1 in n->saved (input n->in[0], same size): scales it by the
+ * loss's incoming gradient and accumulates. */
+void ssl_graph_saved_grad_bwd(ssl_graph *g, ssl_node *n);
+
 /* The same for a bad argument (SSL_EINVAL). */
 static inline ssl_tensor *ssl_graph_arg_error(ssl_graph *g, const char *op, const char *what)
 {

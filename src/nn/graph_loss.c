@@ -182,19 +182,6 @@ ssl_tensor *ssl_op_cosine_loss(ssl_graph *g, ssl_tensor *p, ssl_tensor *z, float
     return y;
 }
 
-/* ---- backward of the two losses that save d(loss)/d(input) directly ---- */
-/* The forward stored the gradient for d(loss) = 1 in n->saved. */
-static void saved_grad_bwd(ssl_graph *g, ssl_node *n)
-{
-    ssl_tensor *x = n->in[0];
-    if (!x->requires_grad) return;
-    long m = ssl_tensor_numel(x);
-    const float *gx = n->saved;
-    float *dx = x->grad, s = n->out->grad[0];
-#pragma omp parallel for simd schedule(static) num_threads(g->ctx->n_threads) if (m >= SSL_PAR_MIN)
-    for (long i = 0; i < m; i++) dx[i] += s * gx[i];
-}
-
 /* ---- soft-target cross-entropy (SwAV, DINO) ---- */
 ssl_tensor *ssl_op_soft_ce(ssl_graph *g, ssl_tensor *logits, const float *targets, float T)
 {
@@ -234,7 +221,7 @@ ssl_tensor *ssl_op_soft_ce(ssl_graph *g, ssl_tensor *logits, const float *target
     }
     y->data[0] = (float)(loss / N);
     int fail;
-    ssl_node *n = ssl_graph_record(g, saved_grad_bwd, y, logits, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, ssl_graph_saved_grad_bwd, y, logits, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) n->saved = gl;
     return y;
@@ -292,7 +279,7 @@ ssl_tensor *ssl_op_infonce_queue(ssl_graph *g, ssl_tensor *q, ssl_tensor *k, con
         }
     }
     int fail;
-    ssl_node *n = ssl_graph_record(g, saved_grad_bwd, y, q, NULL, NULL, &fail);
+    ssl_node *n = ssl_graph_record(g, ssl_graph_saved_grad_bwd, y, q, NULL, NULL, &fail);
     if (fail) return NULL;
     if (n) n->saved = gq;
     return y;
