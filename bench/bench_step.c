@@ -335,7 +335,7 @@ int main(int argc, char **argv)
 
     /* The model as ssl_pretrain builds it: the method's default widths,
      * temperatures and views for this image size. */
-    ssl_resnet_config enc = {a.depth, a.width, ds.c, a.stem};
+    ssl_encoder_config enc = ssl_encoder_config_resnet(a.depth, a.width, ds.c, a.stem);
     ssl_method m;
     memset(&m, 0, sizeof m);
     /* ssl_train_config_resolve found it */
@@ -360,14 +360,14 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    int np = m.encoder.reg.n_params + m.heads.n_params;
+    int np = m.encoder.reg->n_params + m.heads.n_params;
     ssl_param *params = malloc(sizeof(ssl_param) * np);
     if (!params) {
         fprintf(stderr, "bench_step: out of memory\n");
         return 1;
     }
-    memcpy(params, m.encoder.reg.params, sizeof(ssl_param) * m.encoder.reg.n_params);
-    memcpy(params + m.encoder.reg.n_params, m.heads.params, sizeof(ssl_param) * m.heads.n_params);
+    memcpy(params, m.encoder.reg->params, sizeof(ssl_param) * m.encoder.reg->n_params);
+    memcpy(params + m.encoder.reg->n_params, m.heads.params, sizeof(ssl_param) * m.heads.n_params);
     ssl_optim *opt = NULL;
     rc = ssl_optim_create(&opt, &ocfg, params, np, err);
     if (rc) {
@@ -420,7 +420,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_step: step %lld: loss is not finite\n", (long long)step + 1);
             return 1;
         }
-        ssl_registry_zero_grad(&m.encoder.reg);
+        ssl_registry_zero_grad(m.encoder.reg);
         ssl_registry_zero_grad(&m.heads);
         rc = ssl_graph_backward(&g, loss);
         if (rc) {

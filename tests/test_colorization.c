@@ -45,7 +45,7 @@ static int make_method(ssl_method *m, ssl_ctx *ctx, int regression)
     ssl_method_config cfg;
     ssl_method_config_unset(&cfg);
     cfg.color_regression = regression;
-    ssl_resnet_config enc = {18, 4, 1, SSL_STEM_SMALL};
+    ssl_encoder_config enc = ssl_encoder_config_resnet(18, 4, 1, SSL_STEM_SMALL);
     char err[SSL_ERR_LEN];
     int rc = ssl_method_create(m, &ssl_method_colorization, &cfg, &enc, &ctx->rng, err);
     CHECK(rc == SSL_OK, "create: %s", err);
@@ -202,7 +202,7 @@ static void test_config(ssl_ctx *ctx)
     ssl_method_config cfg;
     ssl_method_config_unset(&cfg);
     cfg.color_regression = 2;
-    ssl_resnet_config enc = {18, 4, 1, SSL_STEM_SMALL};
+    ssl_encoder_config enc = ssl_encoder_config_resnet(18, 4, 1, SSL_STEM_SMALL);
     ssl_method m;
     char err[SSL_ERR_LEN];
     CHECK(ssl_method_create(&m, &ssl_method_colorization, &cfg, &enc, &ctx->rng, err) != SSL_OK &&
@@ -244,10 +244,10 @@ static void test_regression(const char *dir, ssl_ctx *ctx)
         snprintf(key, sizeof key, "step%d.loss", k);
         const float *lref = f32(&f, key, 1);
         if (lref) CHECK_CLOSE(loss->data, lref, 1, 0.0, 1e-4, key);
-        ssl_registry_zero_grad(&m.encoder.reg);
+        ssl_registry_zero_grad(m.encoder.reg);
         ssl_registry_zero_grad(&m.heads);
         CHECK(ssl_graph_backward(&g, loss) == SSL_OK, "backward: %s", ctx->err);
-        ssl_registry *regs[2] = {&m.encoder.reg, &m.heads};
+        ssl_registry *regs[2] = {m.encoder.reg, &m.heads};
         for (int r = 0; r < 2; r++)
             for (int i = 0; i < regs[r]->n_params; i++) {
                 ssl_param *p = &regs[r]->params[i];

@@ -201,16 +201,16 @@ static void test_golden_geometry(void)
     cfg.proj_dim = 16;
     cfg.dense_weight = 0.7f;
     CHECK(strstr(ssl_st_meta(&f, "config"), "\"dense_weight\": 0.7") != NULL, "golden config changed");
-    ssl_resnet_config enc = {(int)meta_num(&f, "depth"), (int)meta_num(&f, "width"),
-                             (int)meta_num(&f, "in_channels"), SSL_STEM_SMALL};
+    ssl_encoder_config enc = ssl_encoder_config_resnet((int)meta_num(&f, "depth"), (int)meta_num(&f, "width"),
+                             (int)meta_num(&f, "in_channels"), SSL_STEM_SMALL);
     int rc = ssl_method_create(&m, &ssl_method_dense, &cfg, &enc, &ctx.rng, err);
     CHECK(rc == SSL_OK, "create: %s", err);
     if (!rc) rc = ssl_checkpoint_load_tensors(&f, path, &m, err);
     CHECK(rc == SSL_OK, "initial state: %s", err);
-    int np = m.encoder.reg.n_params + m.heads.n_params;
+    int np = m.encoder.reg->n_params + m.heads.n_params;
     ssl_param *params = malloc(sizeof(ssl_param) * np);
-    memcpy(params, m.encoder.reg.params, sizeof(ssl_param) * m.encoder.reg.n_params);
-    memcpy(params + m.encoder.reg.n_params, m.heads.params, sizeof(ssl_param) * m.heads.n_params);
+    memcpy(params, m.encoder.reg->params, sizeof(ssl_param) * m.encoder.reg->n_params);
+    memcpy(params + m.encoder.reg->n_params, m.heads.params, sizeof(ssl_param) * m.heads.n_params);
     ssl_optim_config oc = {.kind = SSL_OPTIM_SGD, .lr = (float)meta_num(&f, "lr")};
     ssl_optim *opt = NULL;
     if (!rc) CHECK(ssl_optim_create(&opt, &oc, params, np, err) == SSL_OK, "optimizer: %s", err);
@@ -247,7 +247,7 @@ static void test_golden_geometry(void)
         snprintf(key, sizeof key, "step%d.loss", k);
         const float *lref = golden(&f, key, 1);
         if (lref) CHECK_CLOSE(loss->data, lref, 1, 0.0, 1e-4, key);
-        ssl_registry_zero_grad(&m.encoder.reg);
+        ssl_registry_zero_grad(m.encoder.reg);
         ssl_registry_zero_grad(&m.heads);
         CHECK(ssl_graph_backward(&g, loss) == SSL_OK, "backward: %s", ctx.err);
         for (int i = 0; i < np; i++) {
@@ -285,7 +285,7 @@ static int make(ssl_method *m, ssl_ctx *ctx, const ssl_method_ops *ops, float we
     cfg.proj_hidden = 32;
     cfg.proj_dim = 16;
     if (ops == &ssl_method_dense) cfg.dense_weight = weight;
-    ssl_resnet_config enc = {18, 4, 1, SSL_STEM_SMALL};
+    ssl_encoder_config enc = ssl_encoder_config_resnet(18, 4, 1, SSL_STEM_SMALL);
     ssl_rng_seed(&ctx->rng, 1234);
     return ssl_method_create(m, ops, &cfg, &enc, &ctx->rng, err);
 }
@@ -351,10 +351,10 @@ static void test_loss_properties(void)
         float l_far = loss_of(&m, &g, x, x, B, S, same, far, &lt);
         CHECK(l_far == 0.0f, "no overlap anywhere: loss %g, want 0", l_far);
         if (lt) {
-            ssl_registry_zero_grad(&m.encoder.reg);
+            ssl_registry_zero_grad(m.encoder.reg);
             ssl_registry_zero_grad(&m.heads);
             CHECK(ssl_graph_backward(&g, lt) == SSL_OK, "backward: %s", ctx.err);
-            CHECK(max_abs(m.encoder.reg.params[0].grad, m.encoder.reg.params[0].numel) == 0,
+            CHECK(max_abs(m.encoder.reg->params[0].grad, m.encoder.reg->params[0].numel) == 0,
                   "no overlap anywhere, yet a gradient");
         }
         ssl_method_free(&m);

@@ -86,7 +86,7 @@ static void test_blocks(void)
 
 static int make(ssl_method *m, ssl_ctx *ctx, const ssl_method_config *cfg, int c, char *err)
 {
-    ssl_resnet_config enc = {18, 4, c, SSL_STEM_SMALL};
+    ssl_encoder_config enc = ssl_encoder_config_resnet(18, 4, c, SSL_STEM_SMALL);
     return ssl_method_create(m, &ssl_method_inpainting, cfg, &enc, &ctx->rng, err);
 }
 
@@ -169,10 +169,10 @@ static void test_golden(const char *dir, ssl_ctx *ctx)
         int64_t c, t;
         CHECK(m.ops->pretext_metrics(&m, &c, &t) == 0 && c == 0 && t == (int64_t)shape[0] * (shape[2] / 2) * (shape[2] / 2),
               "metrics: a regression task over the %d masked pixels", shape[0] * (shape[2] / 2) * (shape[2] / 2));
-        ssl_registry_zero_grad(&m.encoder.reg);
+        ssl_registry_zero_grad(m.encoder.reg);
         ssl_registry_zero_grad(&m.heads);
         CHECK(ssl_graph_backward(&g, loss) == SSL_OK, "backward: %s", ctx->err);
-        ssl_registry *regs[2] = {&m.encoder.reg, &m.heads};
+        ssl_registry *regs[2] = {m.encoder.reg, &m.heads};
         for (int r = 0; r < 2; r++)
             for (int i = 0; i < regs[r]->n_params; i++) {
                 ssl_param *p = &regs[r]->params[i];

@@ -31,7 +31,7 @@ static double meta_num(const ssl_st_file *f, const char *key) { return atof(meta
 /* A tensor of m by checkpoint name: its data and size, or NULL. */
 static float *find_tensor(ssl_method *m, const char *name, int64_t *numel)
 {
-    float *p = ssl_registry_find(&m->encoder.reg, name, numel);
+    float *p = ssl_registry_find(m->encoder.reg, name, numel);
     if (!p) p = ssl_registry_find(&m->heads, name, numel);
     for (int i = 0; !p && i < m->n_state; i++) {
         size_t n = strlen(m->state[i].prefix);
@@ -68,8 +68,8 @@ static int build(const ssl_st_file *f, const char *method, ssl_ctx *ctx, ssl_met
         if (v && v->type == SSL_JSON_NUMBER) ssl_method_field_set(&cfg, &ssl_method_fields[i], v->num);
     }
     ssl_json_free(&j);
-    ssl_resnet_config enc = {(int)meta_num(f, "depth"), (int)meta_num(f, "width"),
-                             (int)meta_num(f, "in_channels"), SSL_STEM_SMALL};
+    ssl_encoder_config enc = ssl_encoder_config_resnet((int)meta_num(f, "depth"), (int)meta_num(f, "width"),
+                             (int)meta_num(f, "in_channels"), SSL_STEM_SMALL);
     const ssl_method_ops *ops = ssl_method_find(method);
     CHECK(ops != NULL, "method '%s' unknown", method);
     if (!ops) return 1;
@@ -109,10 +109,10 @@ static void replay(const ssl_st_file *f, const char *method)
     const char *tj = ssl_st_meta(f, "tol_grad");
     if (tj) sscanf(tj, "[%lf, %lf]", &tg[0], &tg[1]);
     int steps = (int)meta_num(f, "steps"), start = (int)meta_num(f, "start_step");
-    ssl_param *params = malloc(sizeof(ssl_param) * (m.encoder.reg.n_params + m.heads.n_params));
-    memcpy(params, m.encoder.reg.params, sizeof(ssl_param) * m.encoder.reg.n_params);
-    memcpy(params + m.encoder.reg.n_params, m.heads.params, sizeof(ssl_param) * m.heads.n_params);
-    int np = m.encoder.reg.n_params + m.heads.n_params;
+    ssl_param *params = malloc(sizeof(ssl_param) * (m.encoder.reg->n_params + m.heads.n_params));
+    memcpy(params, m.encoder.reg->params, sizeof(ssl_param) * m.encoder.reg->n_params);
+    memcpy(params + m.encoder.reg->n_params, m.heads.params, sizeof(ssl_param) * m.heads.n_params);
+    int np = m.encoder.reg->n_params + m.heads.n_params;
     ssl_optim_config oc = {.kind = SSL_OPTIM_SGD, .lr = (float)meta_num(f, "lr")};
     ssl_optim *opt = NULL;
     char err[SSL_ERR_LEN];
@@ -141,7 +141,7 @@ static void replay(const ssl_st_file *f, const char *method)
         snprintf(key, sizeof key, "step%d.loss", k);
         const float *lref = golden(f, key, 1);
         if (lref) CHECK_CLOSE(loss->data, lref, 1, 0.0, 1e-4, key);
-        ssl_registry_zero_grad(&m.encoder.reg);
+        ssl_registry_zero_grad(m.encoder.reg);
         ssl_registry_zero_grad(&m.heads);
         CHECK(ssl_graph_backward(&g, loss) == SSL_OK, "%s: backward: %s", method, ctx.err);
         if (m.ops->after_backward) m.ops->after_backward(&m);

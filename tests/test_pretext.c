@@ -321,7 +321,7 @@ static void test_heldout(const char *name)
     ssl_method_config_unset(&cfg);
     cfg.head_hidden = 8;
     if (!strcmp(name, "jigsaw")) cfg.permutations = 12;
-    ssl_resnet_config enc = {18, 4, 1, SSL_STEM_SMALL};
+    ssl_encoder_config enc = ssl_encoder_config_resnet(18, 4, 1, SSL_STEM_SMALL);
     char err[SSL_ERR_LEN];
     int rc = ssl_method_create(&m, ssl_method_find(name), &cfg, &enc, &ctx.rng, err);
     CHECK(rc == SSL_OK, "%s: create: %s", name, err);

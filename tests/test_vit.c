@@ -584,6 +584,20 @@ static void test_model(const char *file, int n_threads)
         compare_loss(&g, &m, &f, ssl_vit_forward_tokens(&g, &m, &x), "tokens", "tokens", what);
         ssl_graph_reset(&g);
         compare_loss(&g, &m, &f, ssl_vit_forward(&g, &m, &x), "features", "features", what);
+        /* other image sizes: position embeddings resampled bicubically */
+        static const char *const sizes[2] = {"small", "large"};
+        for (int s = 0; s < 2; s++) {
+            char key[64], out[64];
+            snprintf(key, sizeof key, "res.input_%s", sizes[s]);
+            snprintf(out, sizeof out, "%s_features", sizes[s]);
+            const ssl_st_entry *se = ssl_st_find(&f, key);
+            CHECK(se && se->dtype == SSL_DT_F32 && se->ndim == 4, "%s: golden %s", what, key);
+            if (!se || se->dtype != SSL_DT_F32 || se->ndim != 4) continue;
+            int ss[4] = {(int)se->shape[0], (int)se->shape[1], (int)se->shape[2], (int)se->shape[3]};
+            ssl_tensor xs = ssl_tensor_wrap(se->data, NULL, 4, ss, SSL_LAYOUT_NCHW);
+            ssl_graph_reset(&g);
+            compare_loss(&g, &m, &f, ssl_vit_forward(&g, &m, &xs), out, sizes[s], what);
+        }
         const ssl_st_entry *ke = ssl_st_find(&f, "res.keep");
         if (cfg.class_token) {
             CHECK(ke && ke->dtype == SSL_DT_I32 && ke->ndim == 2 && ke->shape[0] == N,
@@ -801,15 +815,22 @@ static void test_errors(void)
           "sin-cos with 18 wide: '%s'", err);
     cfg.embed_dim = 24;
     CHECK(ssl_vit_init(&m, &cfg, &r, err) == SSL_OK, "vit init: %s", err);
-    int ys[4] = {1, 1, 16, 16};
+    /* other sizes are fine when they tile into patches (parity above) */
+    int ys[4] = {1, 1, 14, 14};
     ssl_tensor big = mk(&r, 4, ys, 1.0f, 0);
-    CHECK(!ssl_vit_forward(&g, &m, &big) && strstr(ctx.err, "12"), "16 px into a 12 px ViT: '%s'",
-          ctx.err);
+    ctx.err[0] = 0;
+    CHECK(!ssl_vit_forward(&g, &m, &big) && strstr(ctx.err, "multiples of the patch 4"),
+          "14 px into a patch-4 ViT: '%s'", ctx.err);
+    int cs[4] = {1, 3, 12, 12};
+    ssl_tensor rgb = mk(&r, 4, cs, 1.0f, 0);
+    ctx.err[0] = 0;
+    CHECK(!ssl_vit_forward(&g, &m, &rgb) && strstr(ctx.err, "(N, 1, H, W)"),
+          "3 channels into a 1-channel ViT: '%s'", ctx.err);
     ssl_vit_free(&m);
     ssl_vit_pos p;
     CHECK(ssl_vit_pos_from_name("rope", &p) == SSL_EINVAL, "pos 'rope' accepted");
     ssl_graph_free(&g);
-    ssl_tensor *all[] = {&a, &t, &tok, &vis, &img, &big};
+    ssl_tensor *all[] = {&a, &t, &tok, &vis, &img, &big, &rgb};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) unmk(all[i]);
     ssl_ctx_free(&ctx);
 }

@@ -5,6 +5,7 @@
 #define SELFSUP_METHOD_H
 
 #include "selfsup/data.h"
+#include "selfsup/encoder.h"
 #include "selfsup/nn.h"
 
 #ifdef __cplusplus
@@ -53,6 +54,12 @@ typedef struct ssl_method_config {
     float mask_size;      /* inpainting: side of a masked square, fraction of the view's */
     int mask_blocks;      /* inpainting: 0 one central square, N >= 1 random squares */
     float adv_weight;     /* inpainting: lambda_adv of the adversarial term (0: L2 only) */
+    float mask_ratio;     /* MAE, SimMIM, BEiT: fraction of patches masked */
+    int decoder_dim, decoder_depth, decoder_heads; /* MAE's decoder */
+    int norm_pix_loss;    /* MAE: 1 = per-patch normalised pixel targets */
+    int vocab_size;       /* BEiT: visual tokens (tokenizer codebook size) */
+    int tokenizer_steps;  /* BEiT: training steps of its tokenizer before pretraining */
+    int freeze_patch_embed; /* MoCo v3 on a ViT: 1 = fixed random patch projection */
 } ssl_method_config;
 
 /* Every field unset. */
@@ -132,6 +139,9 @@ typedef struct ssl_method_ops {
      * kept in m->extra. The loop calls it for a new run, not on a resume
      * (the checkpoint holds them). */
     int (*fit_data)(struct ssl_method *m, const ssl_dataset *train, char *err);
+    /* 1: the loss reads a convolutional feature map (ssl_encoder_forward_dense),
+     * so ssl_method_create rejects a ViT encoder. */
+    int needs_feature_map;
 } ssl_method_ops;
 
 /* A registry saved with the checkpoint under a name prefix ("teacher.") but
@@ -146,7 +156,7 @@ typedef struct ssl_method_state {
 typedef struct ssl_method {
     const ssl_method_ops *ops;
     ssl_method_config cfg;
-    ssl_resnet encoder;   /* the network users keep */
+    ssl_encoder encoder;  /* the network users keep (ResNet or ViT) */
     ssl_registry heads;   /* trained heads: projector, predictor, ... (prefixed names) */
     ssl_registry extra;   /* untrained persistent tensors: queue, center, ... */
     ssl_method_state state[SSL_METHOD_MAX_STATE]; /* saved, untrained; extra is state[0] */
@@ -175,7 +185,7 @@ const ssl_method_ops *const *ssl_method_list(void);
 
 /* Builds encoder and heads; validates the config first. */
 int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method_config *cfg,
-                      const ssl_resnet_config *enc, ssl_rng *rng, char *err);
+                      const ssl_encoder_config *enc, ssl_rng *rng, char *err);
 /* Before training on images of h x w in batches of `batch`: the views
  * (m->n_views, m->augs) and the method's checks that need the batch size. */
 int ssl_method_setup_run(ssl_method *m, int h, int w, int batch, char *err);
@@ -186,9 +196,6 @@ int ssl_method_add_state(ssl_method *m, const char *prefix, ssl_registry *reg, c
 int64_t ssl_method_epochs_to_steps(const ssl_method *m, float epochs);
 
 /* ---- helpers methods share ---- */
-/* A second encoder of the same architecture, weights copied from src
- * (teachers, momentum encoders). */
-int ssl_resnet_clone(ssl_resnet *dst, const ssl_resnet *src, char *err);
 /* dst params = src params (same structure), e.g. a teacher's start. */
 void ssl_registry_copy_params(ssl_registry *dst, const ssl_registry *src);
 /* dst params = m * dst + (1 - m) * src params (not buffers: as BYOL/DINO/MoCo). */
@@ -214,7 +221,7 @@ int ssl_method_check_multicrop(const ssl_method_config *c, const char *method, c
 /* Multi-crop encoding as the official code does it: each run of
  * consecutive views of one size is one encoder pass (its own BN statistics);
  * views[v] (B, C, H_v, W_v) -> features (n * B, feat_dim) in view order. */
-ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_resnet *enc, ssl_tensor *const *views, int n);
+ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_encoder *enc, ssl_tensor *const *views, int n);
 
 /* ds as the encoder of ops sees it: ds itself, or (ops->encoder_data) a
  * converted copy made in *tmp (free it with ssl_dataset_free; *tmp is

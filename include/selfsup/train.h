@@ -16,9 +16,12 @@ extern "C" {
 typedef struct ssl_train_config {
     char method[32];       /* --method: simclr */
     char data[512];        /* --data: fashion-mnist or a folder */
-    char arch[32];         /* --arch: resnet18, resnet34, resnet50 */
-    int width;             /* --width: base width (64 = torchvision) */
-    ssl_stem stem;         /* --stem: small or imagenet */
+    char arch[32];         /* --arch: resnet18, resnet34, resnet50, vit_tiny, vit_small, vit_base */
+    int width;             /* --width: ResNet base width (64 = torchvision) */
+    ssl_stem stem;         /* --stem: ResNet small or imagenet */
+    int patch_size;        /* --patch-size: ViT patch side (divides the image side) */
+    char pos_embed[16];    /* --pos-embed: ViT learned or sincos */
+    int vit_depth;         /* --vit-depth: ViT blocks (0: the preset's 12) */
     int epochs;            /* --epochs (used when steps == 0) */
     int64_t steps;         /* --steps: total optimizer steps, overrides epochs */
     int batch_size;        /* --batch-size: images per step (each gives n_views views) */
@@ -50,9 +53,11 @@ void ssl_train_config_default(ssl_train_config *c);
 int ssl_train_config_resolve(ssl_train_config *c, char *err);
 /* Writes the config as one JSON object (no newline). */
 void ssl_train_config_json(const ssl_train_config *c, FILE *f);
-/* The encoder config the training config asks for. */
-int ssl_train_encoder_config(const ssl_train_config *c, int in_channels,
-                             ssl_resnet_config *enc, char *err);
+/* The encoder config the training config asks for, for images of
+ * in_channels x img_size x img_size (a ViT's position table is sized for
+ * img_size; a ResNet ignores it). */
+int ssl_train_encoder_config(const ssl_train_config *c, int in_channels, int img_size,
+                             ssl_encoder_config *enc, char *err);
 
 typedef struct ssl_train_result {
     int64_t steps;        /* global step reached */
@@ -82,9 +87,10 @@ typedef struct ssl_train_state {
 int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl_method *m,
                         const ssl_optim *opt, const ssl_train_state *st, char *err);
 /* Reads the run's config (metadata "config") so that a resume or an eval
- * rebuilds the same networks. */
+ * rebuilds the same networks; in_channels and img_size (a ViT's; 0 for a
+ * ResNet; img_size may be NULL) from the metadata. */
 int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_channels,
-                               char *err);
+                               int *img_size, char *err);
 /* Loads tensors into m (and opt, st when not NULL). Every tensor the networks
  * need must be present with the same shape; architecture mismatch is an error. */
 int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_train_state *st,
@@ -96,7 +102,7 @@ int ssl_checkpoint_load_tensors(const ssl_st_file *f, const char *path, ssl_meth
 /* ---- evaluation ---- */
 /* Frozen features of a whole split: encoder in eval mode (running BN stats),
  * out (ds->n, feat_dim). */
-int ssl_extract_features(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *ds, int batch,
+int ssl_extract_features(ssl_ctx *ctx, ssl_encoder *enc, const ssl_dataset *ds, int batch,
                          float *out);
 
 enum { SSL_EVAL_KNN = 1, SSL_EVAL_LINEAR = 2 };
@@ -122,7 +128,7 @@ int ssl_eval_features(const float *train, const int32_t *ytrain, int ntrain, con
                       const int32_t *ytest, int ntest, int d, int n_classes, uint64_t seed,
                       ssl_eval_row *row, char *err);
 /* The same on an encoder's features of two splits. */
-int ssl_eval_encoder(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *train,
+int ssl_eval_encoder(ssl_ctx *ctx, ssl_encoder *enc, const ssl_dataset *train,
                      const ssl_dataset *test, uint64_t seed, ssl_eval_row *row);
 /* A pretext method's own task on a held-out split (ops->pretext_metrics
  * set): every image once, through the eval-mode view of the method's size

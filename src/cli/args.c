@@ -119,10 +119,13 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
             if (!parse_float(val, &f)) return usage_err(cmd, "%s: '%s' is not a number", opt, val); \
             dst = f; continue; }
         if (!strcmp(name, "--data")) o->data_set = 1;
-        if (!strcmp(name, "--arch") || !strcmp(name, "--width")) o->arch_set = 1;
+        if (!strcmp(name, "--arch") || !strcmp(name, "--width") || !strcmp(name, "--patch-size") ||
+            !strcmp(name, "--pos-embed") || !strcmp(name, "--vit-depth"))
+            o->arch_set = 1;
         STR("--method", t->method);
         STR("--data", t->data);
         STR("--arch", t->arch);
+        STR("--pos-embed", t->pos_embed);
         STR("--optimizer", t->optimizer);
         STR("--lr-scale", t->lr_scale);
         STR("--out", t->out);
@@ -132,6 +135,8 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         STR("--prefix", o->prefix);
         STR("--device", o->device);
         INT("--width", t->width, 1, 1024);
+        INT("--patch-size", t->patch_size, 1, 1024);
+        INT("--vit-depth", t->vit_depth, 0, 256);
         INT("--epochs", t->epochs, 0, 100000);
         INT("--steps", t->steps, 0, 1000000000L);
         INT("--batch-size", t->batch_size, 2, 1 << 20);

@@ -33,7 +33,7 @@ int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx);
 /* Evaluates enc (and with baselines first raw pixels and a random-init
  * encoder of the same architecture and seed), prints the table; rows gets up
  * to 3 rows. Returns SSL_OK or an error with ctx->err set. */
-int cli_evaluate(ssl_ctx *ctx, ssl_resnet *enc, const char *label, const ssl_train_config *cfg,
+int cli_evaluate(ssl_ctx *ctx, ssl_encoder *enc, const char *label, const ssl_train_config *cfg,
                  const ssl_dataset *train, const ssl_dataset *test, int baselines, int which,
                  ssl_eval_row *rows, int *n_rows);
 /* Writes "eval":{"raw":{...},"random_init":{...},"encoder":{...}} for the last n keys. */

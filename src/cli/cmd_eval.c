@@ -30,12 +30,12 @@ static const char info_usage[] =
 static int load_model(const char *cmd, const cli_opts *o, ssl_ctx *ctx, ssl_method *m,
                       ssl_train_config *cfg, ssl_train_state *st)
 {
-    int ch;
+    int ch, side;
     if (!o->positional) {
         cli_error(cmd, "needs a checkpoint path (see --help)");
         return CLI_USAGE;
     }
-    if (ssl_checkpoint_read_config(o->positional, cfg, &ch, ctx->err)) {
+    if (ssl_checkpoint_read_config(o->positional, cfg, &ch, &side, ctx->err)) {
         cli_error(cmd, ctx->err);
         return CLI_ERR;
     }
@@ -44,15 +44,18 @@ static int load_model(const char *cmd, const cli_opts *o, ssl_ctx *ctx, ssl_meth
         snprintf(cfg->arch, sizeof cfg->arch, "%s", o->train.arch);
         cfg->width = o->train.width;
         cfg->stem = o->train.stem;
+        cfg->patch_size = o->train.patch_size;
+        cfg->vit_depth = o->train.vit_depth;
+        snprintf(cfg->pos_embed, sizeof cfg->pos_embed, "%s", o->train.pos_embed);
     }
     const ssl_method_ops *ops = ssl_method_find(cfg->method);
-    ssl_resnet_config enc;
+    ssl_encoder_config enc;
     if (!ops) {
         snprintf(ctx->err, SSL_ERR_LEN, "%s: method '%s' unknown to this build", o->positional, cfg->method);
         cli_error(cmd, ctx->err);
         return CLI_ERR;
     }
-    if (ssl_train_encoder_config(cfg, ch, &enc, ctx->err) ||
+    if (ssl_train_encoder_config(cfg, ch, side, &enc, ctx->err) ||
         ssl_method_create(m, ops, &cfg->mcfg, &enc, &ctx->rng, ctx->err) ||
         ssl_checkpoint_load(o->positional, m, NULL, st, ctx->err)) {
         cli_error(cmd, ctx->err);
@@ -73,10 +76,10 @@ static int load_split(const char *cmd, const ssl_train_config *cfg, const ssl_me
         return CLI_ERR;
     }
     /* (a method that converts the data for its encoder, colorization, checks it then) */
-    if (!m->ops->encoder_data && ds->c != m->encoder.cfg.in_channels) {
+    if (!m->ops->encoder_data && ds->c != m->encoder.in_channels) {
         char msg[SSL_ERR_LEN];
         snprintf(msg, sizeof msg, "%.300s has %d channels, the encoder takes %d", cfg->data, ds->c,
-                 m->encoder.cfg.in_channels);
+                 m->encoder.in_channels);
         cli_error(cmd, msg);
         return CLI_ERR;
     }
@@ -108,9 +111,9 @@ int cmd_eval(int argc, char **argv)
     if (!rc) rc = load_split("eval", &cfg, &m, 1, o.train.threads, &train, ctx.err);
     if (!rc) rc = load_split("eval", &cfg, &m, 0, o.train.threads, &test, ctx.err);
     if (rc) goto done;
-    char label[64];
-    snprintf(label, sizeof label, "%.12s %.12s w%d (%lld steps)", cfg.method, cfg.arch,
-             m.encoder.cfg.width, (long long)st.step);
+    char label[64], arch[48];
+    ssl_encoder_describe(&m.encoder, arch, sizeof arch);
+    snprintf(label, sizeof label, "%.12s %.30s (%lld steps)", cfg.method, arch, (long long)st.step);
     if (cli_evaluate(&ctx, &m.encoder, label, &cfg, &train, &test, o.baselines, which, rows, &n))
         goto fail;
     if (o.json) {

@@ -27,9 +27,13 @@ static const char usage[] =
     "  --holdout F          image folders without val/ or test/: a fraction F of each\n"
     "                       class (evenly spread over the sorted files) is the test\n"
     "                       split, the rest train\n"
-    "  --arch NAME          resnet18 (default), resnet34, resnet50\n"
-    "  --width N            base width, 64 = torchvision's (default 16)\n"
-    "  --stem small|imagenet  3x3/1 conv without max-pool (default) or 7x7/2 + pool\n"
+    "  --arch NAME          resnet18 (default), resnet34, resnet50, vit_tiny, vit_small,\n"
+    "                       vit_base (timm's ViTs; square images)\n"
+    "  --width N            ResNet base width, 64 = torchvision's (default 16)\n"
+    "  --stem small|imagenet  ResNet: 3x3/1 conv without max-pool (default) or 7x7/2 + pool\n"
+    "  --patch-size N       ViT patch side, divides the image side (default 4)\n"
+    "  --pos-embed learned|sincos  ViT position embeddings (default learned)\n"
+    "  --vit-depth N        ViT blocks (default: the preset's 12)\n"
     "  --epochs N           epochs (default 2); --steps N overrides it\n"
     "  --batch-size N       images per step, each seen in 2 views (default 256)\n"
     "  --optimizer NAME     lars, sgd, adamw (default: the method's)\n"
@@ -91,7 +95,7 @@ int cmd_pretrain(int argc, char **argv)
         int ch;
         ssl_train_config saved;
         char err[SSL_ERR_LEN];
-        if (ssl_checkpoint_read_config(cfg.resume, &saved, &ch, err)) {
+        if (ssl_checkpoint_read_config(cfg.resume, &saved, &ch, NULL, err)) {
             cli_error("pretrain", err);
             return CLI_ERR;
         }
@@ -157,9 +161,10 @@ int cmd_pretrain(int argc, char **argv)
             cfg.method, (long long)res.steps, res.seconds, res.img_per_s, res.peak_rss / 1048576.0,
             res.checkpoint);
     if (!o.no_eval) {
-        char label[64];
-        snprintf(label, sizeof label, "%.12s %.12s w%d (%lld steps)", cfg.method, cfg.arch,
-                 cfg.width, (long long)res.steps);
+        char label[64], arch[48];
+        ssl_encoder_describe(&m.encoder, arch, sizeof arch);
+        snprintf(label, sizeof label, "%.12s %.30s (%lld steps)", cfg.method, arch,
+                 (long long)res.steps);
         if (cli_evaluate(&ctx, &m.encoder, label, &cfg, &train, &test, o.baselines, which, rows,
                          &n_rows))
             goto eval_fail;

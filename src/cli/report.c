@@ -12,7 +12,7 @@ static const char *const row_keys[3] = {"raw", "random_init", "encoder"};
 
 /* train, test: the splits as the encoder sees them; task_test: the test
  * split itself, for the pretext task. */
-static int evaluate_rows(ssl_ctx *ctx, ssl_resnet *enc, const char *label,
+static int evaluate_rows(ssl_ctx *ctx, ssl_encoder *enc, const char *label,
                          const ssl_train_config *cfg, const ssl_dataset *train,
                          const ssl_dataset *test, const ssl_dataset *task_test, int baselines,
                          int which, ssl_eval_row *rows, int *n_rows)
@@ -24,14 +24,16 @@ static int evaluate_rows(ssl_ctx *ctx, ssl_resnet *enc, const char *label,
         snprintf(rows[n].name, sizeof rows[n].name, "raw pixels");
         if (ssl_eval_raw(train, test, cfg->seed, &rows[n], ctx->err)) return SSL_EINVAL;
         n++;
-        ssl_resnet rnd;
+        ssl_encoder rnd;
         ssl_rng rng;
         ssl_rng_seed(&rng, cfg->seed); /* the start point of the pretraining run */
-        if (ssl_resnet_init(&rnd, &enc->cfg, &rng, ctx->err)) return SSL_ENOMEM;
+        if (ssl_encoder_init(&rnd, &enc->cfg, &rng, ctx->err)) return SSL_ENOMEM;
         rows[n].protocols = which;
-        snprintf(rows[n].name, sizeof rows[n].name, "random-init %.16s w%d", cfg->arch, enc->cfg.width);
+        char arch[48];
+        ssl_encoder_describe(enc, arch, sizeof arch);
+        snprintf(rows[n].name, sizeof rows[n].name, "random-init %.40s", arch);
         int rc = ssl_eval_encoder(ctx, &rnd, train, test, cfg->seed, &rows[n]);
-        ssl_resnet_free(&rnd);
+        ssl_encoder_free(&rnd);
         if (rc) return rc;
         n++;
     }
@@ -63,7 +65,7 @@ static int evaluate_rows(ssl_ctx *ctx, ssl_resnet *enc, const char *label,
     return SSL_OK;
 }
 
-int cli_evaluate(ssl_ctx *ctx, ssl_resnet *enc, const char *label, const ssl_train_config *cfg,
+int cli_evaluate(ssl_ctx *ctx, ssl_encoder *enc, const char *label, const ssl_train_config *cfg,
                  const ssl_dataset *train, const ssl_dataset *test, int baselines, int which,
                  ssl_eval_row *rows, int *n_rows)
 {

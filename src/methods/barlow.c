@@ -55,7 +55,7 @@ static int barlow_init(ssl_method *m, ssl_rng *rng, char *err)
 static ssl_tensor *barlow_branch(ssl_method *m, ssl_graph *g, ssl_tensor *x)
 {
     barlow_state *s = m->state_ptr;
-    return ssl_mlp_forward(g, &s->projector, ssl_resnet_forward(g, &m->encoder, x));
+    return ssl_mlp_forward(g, &s->projector, ssl_encoder_forward(g, &m->encoder, x));
 }
 
 static ssl_tensor *barlow_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)

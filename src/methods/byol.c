@@ -26,7 +26,7 @@
 
 typedef struct byol_state {
     ssl_mlp projector, predictor; /* in m->heads, projector first (the EMA is index-wise) */
-    ssl_resnet target_enc;        /* saved as "teacher." */
+    ssl_encoder target_enc;        /* saved as "teacher." */
     ssl_registry target_reg;      /* target projector, names and order as in m->heads */
     ssl_mlp target_projector;
 } byol_state;
@@ -71,7 +71,7 @@ static int byol_init(ssl_method *m, ssl_rng *rng, char *err)
     if (byol_mlp(&s->projector, &m->heads, "projector", F, c->proj_hidden, c->proj_dim, rng) ||
         byol_mlp(&s->predictor, &m->heads, "predictor", c->proj_dim, c->pred_hidden, c->proj_dim, rng))
         return ssl_fail(err, SSL_ENOMEM, "byol: out of memory for the heads");
-    int rc = ssl_resnet_clone(&s->target_enc, &m->encoder, err);
+    int rc = ssl_encoder_clone(&s->target_enc, &m->encoder, err);
     if (rc) return rc;
     /* The draws are overwritten by the copy: a private RNG. */
     ssl_rng trng;
@@ -80,7 +80,7 @@ static int byol_init(ssl_method *m, ssl_rng *rng, char *err)
                  &trng))
         return ssl_fail(err, SSL_ENOMEM, "byol: out of memory for the target projector");
     ssl_registry_copy_params(&s->target_reg, &m->heads);
-    rc = ssl_method_add_state(m, "teacher.", &s->target_enc.reg, err);
+    rc = ssl_method_add_state(m, "teacher.", s->target_enc.reg, err);
     if (!rc) rc = ssl_method_add_state(m, "teacher.", &s->target_reg, err);
     return rc;
 }
@@ -90,12 +90,12 @@ static ssl_tensor *byol_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vie
     byol_state *s = m->state_ptr;
     ssl_tensor *p[2], *z[2];
     for (int v = 0; v < 2; v++) {
-        ssl_tensor *h = ssl_resnet_forward(g, &m->encoder, views[v]);
+        ssl_tensor *h = ssl_encoder_forward(g, &m->encoder, views[v]);
         p[v] = ssl_mlp_forward(g, &s->predictor, ssl_mlp_forward(g, &s->projector, h));
     }
     int r = ssl_graph_no_grad(g);
     for (int v = 0; v < 2; v++)
-        z[v] = ssl_mlp_forward(g, &s->target_projector, ssl_resnet_forward(g, &s->target_enc, views[v]));
+        z[v] = ssl_mlp_forward(g, &s->target_projector, ssl_encoder_forward(g, &s->target_enc, views[v]));
     g->record = r;
     /* not recorded, so no gradient reaches the target; detach says so */
     ssl_tensor *l01 = ssl_op_cosine_loss(g, p[0], ssl_op_detach(g, z[1]), 2.0f, -2.0f);
@@ -107,7 +107,7 @@ static void byol_after_step(ssl_method *m)
 {
     byol_state *s = m->state_ptr;
     float tau = ssl_momentum_cosine(m->step, m->total_steps, m->cfg.base_momentum);
-    ssl_registry_ema(&s->target_enc.reg, &m->encoder.reg, tau);
+    ssl_registry_ema(s->target_enc.reg, m->encoder.reg, tau);
     ssl_registry_ema(&s->target_reg, &m->heads, tau); /* the projector: first in m->heads */
 }
 
@@ -115,7 +115,7 @@ static void byol_free(ssl_method *m)
 {
     byol_state *s = m->state_ptr;
     if (!s) return;
-    ssl_resnet_free(&s->target_enc);
+    ssl_encoder_free(&s->target_enc);
     ssl_registry_free(&s->target_reg);
     ssl_free(s);
 }

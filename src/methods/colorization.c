@@ -169,7 +169,7 @@ void ssl_colorization_annealed_mean(const float *logits, int Q, long n, const ss
 }
 
 /* The side of the targets for views of side S: two halvings (1/4). */
-static int target_side(const ssl_resnet *enc, int S)
+static int target_side(const ssl_encoder *enc, int S)
 {
     int sizes[8];
     ssl_encoder_halvings(enc, S, sizes);
@@ -378,7 +378,7 @@ static ssl_tensor *colorization_loss(ssl_method *m, ssl_graph *g, ssl_tensor *co
         ssl_adaptive_avgpool(ab, 2, S, S, T, T, target + 2 * tp * b);
         make_labels(&s->bins, target + 2 * tp * b, tp, labels + tp * b);
     }
-    ssl_tensor *h = ssl_op_to_layout(g, ssl_resnet_forward_dense(g, &m->encoder, xl), SSL_LAYOUT_NCHW);
+    ssl_tensor *h = ssl_op_to_layout(g, ssl_encoder_forward_dense(g, &m->encoder, xl), SSL_LAYOUT_NCHW);
     for (int t = 0; t < s->n_up; t++)
         h = ssl_op_bn_act(g, ssl_upconv(g, h, &s->up_w[t], NULL, sizes[k - 1 - t]), &s->up_bn[t], NULL, 1);
     ssl_tensor *out = ssl_op_add_bias_channel(g, ssl_op_conv2d(g, h, &s->out_w, 1, 0), &s->out_b);
@@ -411,6 +411,7 @@ static int colorization_metrics(const ssl_method *m, int64_t *correct, int64_t *
 static void colorization_free(ssl_method *m) { ssl_free(m->state_ptr); }
 
 const ssl_method_ops ssl_method_colorization = {
+    .needs_feature_map = 1,
     .name = "colorization",
     .summary = "Colorization: L in, per-pixel ab-bin classifier at 1/4 resolution, class-rebalanced CE (RGB data)",
     .defaults = "261 in-gamut ab bins (grid 10), rebalancing lambda 0.5 sigma 5, crop 60-100% + flip; "

@@ -4,20 +4,6 @@
 
 #include <string.h>
 
-int ssl_resnet_clone(ssl_resnet *dst, const ssl_resnet *src, char *err)
-{
-    /* The init draws are overwritten: a private RNG keeps the caller's stream. */
-    ssl_rng rng;
-    ssl_rng_seed(&rng, 0);
-    int rc = ssl_resnet_init(dst, &src->cfg, &rng, err);
-    if (rc) return rc;
-    ssl_registry_copy_params(&dst->reg, &src->reg);
-    for (int i = 0; i < src->reg.n_buffers; i++)
-        memcpy(dst->reg.buffers[i].data, src->reg.buffers[i].data,
-               sizeof(float) * src->reg.buffers[i].numel);
-    return SSL_OK;
-}
-
 void ssl_registry_copy_params(ssl_registry *dst, const ssl_registry *src)
 {
     for (int i = 0; i < src->n_params && i < dst->n_params; i++)
@@ -77,7 +63,7 @@ int ssl_method_check_multicrop(const ssl_method_config *c, const char *method, c
     return SSL_OK;
 }
 
-ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_resnet *enc, ssl_tensor *const *views, int n)
+ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_encoder *enc, ssl_tensor *const *views, int n)
 {
     ssl_tensor *out = NULL;
     for (int s = 0; s < n;) {
@@ -87,7 +73,7 @@ ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_resnet *enc, ssl_tensor *c
             e++;
         ssl_tensor *x = views[s];
         for (int v = s + 1; v < e; v++) x = ssl_op_concat_batch(g, x, views[v]);
-        ssl_tensor *h = ssl_resnet_forward(g, enc, x);
+        ssl_tensor *h = ssl_encoder_forward(g, enc, x);
         out = s == 0 ? h : ssl_op_concat_batch(g, out, h);
         if (!out) return NULL;
         s = e;

@@ -206,7 +206,7 @@ static ssl_tensor *dense_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vi
         return NULL;
     }
     ssl_tensor *x = ssl_op_concat_batch(g, views[0], views[1]); /* same size: as SimCLR */
-    ssl_tensor *f = ssl_resnet_forward_dense(g, &m->encoder, x);
+    ssl_tensor *f = ssl_encoder_forward_dense(g, &m->encoder, x);
     if (!f) return NULL;
     ssl_tensor *img = NULL, *patch = NULL;
     if (s->has_image) {
@@ -227,6 +227,7 @@ static ssl_tensor *dense_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vi
 static void dense_free(ssl_method *m) { ssl_free(m->state_ptr); }
 
 const ssl_method_ops ssl_method_dense = {
+    .needs_feature_map = 1,
     .name = "dense",
     .summary = "patch-level contrast: InfoNCE between matched locations of two views (from the "
                "crop geometry) + SimCLR's NT-Xent",

@@ -23,7 +23,7 @@ typedef struct dino_head {
 typedef struct dino_state {
     dino_head student;           /* its parameters are m->heads */
     dino_head teacher;           /* parameters in teacher_head, same order */
-    ssl_resnet teacher_enc;
+    ssl_encoder teacher_enc;
     int has_teacher_enc;
     ssl_registry teacher_head;
     float *center;               /* (1, out_dim) in m->extra */
@@ -146,7 +146,7 @@ static int dino_init(ssl_method *m, ssl_rng *rng, char *err)
     if (!s->center) return ssl_fail(err, SSL_ENOMEM, "dino: out of memory for the center");
     /* teacher = student's weights (load_state_dict), encoder BN stats included;
      * its init draws come from a private RNG and are overwritten */
-    if ((st = ssl_resnet_clone(&s->teacher_enc, &m->encoder, err))) return st;
+    if ((st = ssl_encoder_clone(&s->teacher_enc, &m->encoder, err))) return st;
     s->has_teacher_enc = 1;
     ssl_rng trng;
     ssl_rng_seed(&trng, 0);
@@ -154,7 +154,7 @@ static int dino_init(ssl_method *m, ssl_rng *rng, char *err)
         s->teacher_head.failed)
         return ssl_fail(err, SSL_ENOMEM, "dino: out of memory for the teacher head");
     ssl_registry_copy_params(&s->teacher_head, &m->heads);
-    if ((st = ssl_method_add_state(m, "teacher.", &s->teacher_enc.reg, err))) return st;
+    if ((st = ssl_method_add_state(m, "teacher.", s->teacher_enc.reg, err))) return st;
     return ssl_method_add_state(m, "teacher.", &s->teacher_head, err);
 }
 
@@ -179,7 +179,7 @@ static ssl_tensor *dino_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vie
     int r = ssl_graph_no_grad(g);
     ssl_tensor *tx = views[0];
     for (int v = 1; v < ng; v++) tx = ssl_op_concat_batch(g, tx, views[v]);
-    ssl_tensor *t = head_forward(g, &s->teacher, ssl_resnet_forward(g, &s->teacher_enc, tx));
+    ssl_tensor *t = head_forward(g, &s->teacher, ssl_encoder_forward(g, &s->teacher_enc, tx));
     g->record = r;
     ssl_tensor *st = head_forward(g, &s->student, ssl_method_encode_views(g, &m->encoder, views, n));
     if (!t || !st) return NULL;
@@ -235,7 +235,7 @@ static void dino_after_step(ssl_method *m)
     /* main_dino.py: after the optimizer step of iteration it, the teacher
      * takes momentum_schedule[it] = cosine from base_momentum to 1. */
     float tau = ssl_momentum_cosine(m->step, m->total_steps, c->base_momentum);
-    ssl_registry_ema(&s->teacher_enc.reg, &m->encoder.reg, tau);
+    ssl_registry_ema(s->teacher_enc.reg, m->encoder.reg, tau);
     ssl_registry_ema(&s->teacher_head, &m->heads, tau);
     /* DINOLoss.update_center: EMA of the mean teacher output of this step */
     if (!s->t_out) return;
@@ -253,7 +253,7 @@ static void dino_free(ssl_method *m)
 {
     dino_state *s = m->state_ptr;
     if (!s) return;
-    if (s->has_teacher_enc) ssl_resnet_free(&s->teacher_enc);
+    if (s->has_teacher_enc) ssl_encoder_free(&s->teacher_enc);
     ssl_registry_free(&s->teacher_head);
     ssl_free(s);
 }

@@ -140,7 +140,7 @@ static int inpainting_init(ssl_method *m, ssl_rng *rng, char *err)
     m->state_ptr = s;
     s->seed = (int64_t)ssl_rng_u64(rng);
     int rc = ssl_registry_counter(&m->extra, "pretext_seed", &s->seed);
-    const int C = m->encoder.cfg.in_channels, F = m->encoder.feat_dim;
+    const int C = m->encoder.in_channels, F = m->encoder.feat_dim;
     int sizes[8];
     s->n_up = ssl_encoder_halvings(&m->encoder, 64, sizes);
     char name[64];
@@ -154,7 +154,7 @@ static int inpainting_init(ssl_method *m, ssl_rng *rng, char *err)
         ci = co;
     }
     s->adv = m->cfg.adv_weight > 0;
-    const int d = m->encoder.cfg.width;
+    const int d = m->encoder.cfg.resnet.width;
     if (s->adv && !rc) {
         rc = conv_param(&m->heads, "discriminator.0.weight", d, C, &s->d.w[0], rng);
         if (!rc) rc = conv_param(&m->heads, "discriminator.2.weight", 2 * d, d, &s->d.w[1], rng);
@@ -231,7 +231,7 @@ static ssl_tensor *inpainting_loss(ssl_method *m, ssl_graph *g, ssl_tensor *cons
 {
     inpainting_state *s = m->state_ptr;
     ssl_tensor *x = views[0];
-    const int C = m->encoder.cfg.in_channels;
+    const int C = m->encoder.in_channels;
     if (x->ndim != 4 || x->layout != SSL_LAYOUT_NCHW || x->shape[1] != C || x->shape[2] != x->shape[3])
         return ssl_pretext_error(g, "inpainting", "needs square NCHW views of the encoder's channels");
     const int B = x->shape[0], S = x->shape[2];
@@ -257,7 +257,7 @@ static ssl_tensor *inpainting_loss(ssl_method *m, ssl_graph *g, ssl_tensor *cons
     }
     int sizes[8];
     const int k = ssl_encoder_halvings(&m->encoder, S, sizes);
-    ssl_tensor *y = ssl_op_to_layout(g, ssl_resnet_forward_dense(g, &m->encoder, xin), SSL_LAYOUT_NCHW);
+    ssl_tensor *y = ssl_op_to_layout(g, ssl_encoder_forward_dense(g, &m->encoder, xin), SSL_LAYOUT_NCHW);
     for (int t = 0; t < s->n_up; t++) {
         int last = t == s->n_up - 1;
         y = ssl_upconv(g, y, &s->up_w[t], last ? &s->out_b : NULL, sizes[k - 1 - t]);
@@ -292,6 +292,7 @@ static int inpainting_metrics(const ssl_method *m, int64_t *correct, int64_t *to
 static void inpainting_free(ssl_method *m) { ssl_free(m->state_ptr); }
 
 const ssl_method_ops ssl_method_inpainting = {
+    .needs_feature_map = 1,
     .name = "inpainting",
     .summary = "Context encoder: mask a region, decoder reconstructs it, L2 on the hole (+ optional adversarial)",
     .defaults = "central square of half the side (--mask-size 0.5, --mask-blocks 0), --adv-weight 0 (paper 0.001), "

@@ -126,9 +126,9 @@ int ssl_ab_bin(const ssl_ab_bins *q, float a, float b)
     return best;
 }
 
-int ssl_encoder_halvings(const ssl_resnet *enc, int side, int *sizes)
+int ssl_encoder_halvings(const ssl_encoder *enc, int side, int *sizes)
 {
-    int k = enc->cfg.stem == SSL_STEM_SMALL ? 3 : 5; /* layer2..4 (+ conv1 and the pool) */
+    int k = enc->cfg.resnet.stem == SSL_STEM_SMALL ? 3 : 5; /* layer2..4 (+ conv1 and the pool) */
     sizes[0] = side;
     for (int i = 0; i < k; i++) sizes[i + 1] = (sizes[i] + 1) / 2;
     return k;

@@ -87,7 +87,7 @@ void ssl_inpainting_mask(const ssl_method_config *cfg, int h, int w, ssl_rng *r,
  * side pixels: sizes[0] = side, sizes[i + 1] = ceil(sizes[i] / 2) (a
  * 3x3/2 pad-1 conv, a 7x7/2 pad-3 conv and a 3x3/2 pad-1 pool all give
  * that), sizes (k + 1). Returns k. */
-int ssl_encoder_halvings(const ssl_resnet *enc, int side, int *sizes);
+int ssl_encoder_halvings(const ssl_encoder *enc, int side, int *sizes);
 /* One decoder step back up that chain: a 4x4 stride-2 transposed
  * convolution (DCGAN's, Pathak et al.'s) of x (N, Ci, s, s) with w
  * (Ci, Co, 4, 4), b (Co) or NULL to (N, Co, out, out), out = 2s (padding 1)

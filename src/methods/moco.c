@@ -36,7 +36,7 @@
 
 typedef struct moco_state {
     ssl_mlp projector;        /* query head, in m->heads */
-    ssl_resnet key_enc;       /* momentum encoder, saved as "teacher." */
+    ssl_encoder key_enc;       /* momentum encoder, saved as "teacher." */
     ssl_registry key_reg;     /* key head, same names and order as m->heads */
     ssl_mlp key_projector;
     float *queue;             /* (K, D) keys, row per key, in m->extra */
@@ -115,7 +115,7 @@ static int moco_init(ssl_method *m, ssl_rng *rng, char *err)
     int F = m->encoder.feat_dim, H = m->cfg.proj_hidden, D = m->cfg.proj_dim, K = m->cfg.queue_size;
     if (ssl_mlp_init(&s->projector, &m->heads, "projector", F, H, D, 0, rng))
         return ssl_fail(err, SSL_ENOMEM, "moco: out of memory for the projector");
-    int rc = ssl_resnet_clone(&s->key_enc, &m->encoder, err);
+    int rc = ssl_encoder_clone(&s->key_enc, &m->encoder, err);
     if (rc) return rc;
     /* The key head's draws are overwritten by the copy: a private RNG. */
     ssl_rng krng;
@@ -123,7 +123,7 @@ static int moco_init(ssl_method *m, ssl_rng *rng, char *err)
     if (ssl_mlp_init(&s->key_projector, &s->key_reg, "projector", F, H, D, 0, &krng))
         return ssl_fail(err, SSL_ENOMEM, "moco: out of memory for the key head");
     ssl_registry_copy_params(&s->key_reg, &m->heads);
-    rc = ssl_method_add_state(m, "teacher.", &s->key_enc.reg, err);
+    rc = ssl_method_add_state(m, "teacher.", s->key_enc.reg, err);
     if (!rc) rc = ssl_method_add_state(m, "teacher.", &s->key_reg, err);
     if (rc) return rc;
     /* The official queue: randn(dim, K) normalized per key (dim 0 there). */
@@ -146,13 +146,13 @@ static int moco_init(ssl_method *m, ssl_rng *rng, char *err)
 
 /* Encoder features of x (B, C, H, W) in G groups of B / G images, each its
  * own forward pass (own BN statistics), concatenated back in order. */
-static ssl_tensor *grouped_features(ssl_graph *g, ssl_resnet *enc, ssl_tensor *x, int G)
+static ssl_tensor *grouped_features(ssl_graph *g, ssl_encoder *enc, ssl_tensor *x, int G)
 {
-    if (G == 1) return ssl_resnet_forward(g, enc, x);
+    if (G == 1) return ssl_encoder_forward(g, enc, x);
     int n = x->shape[0] / G;
     ssl_tensor *h = NULL;
     for (int i = 0; i < G; i++) {
-        ssl_tensor *hi = ssl_resnet_forward(g, enc, ssl_op_slice_batch(g, x, i * n, n));
+        ssl_tensor *hi = ssl_encoder_forward(g, enc, ssl_op_slice_batch(g, x, i * n, n));
         h = i ? ssl_op_concat_batch(g, h, hi) : hi;
     }
     return h;
@@ -166,7 +166,7 @@ static ssl_tensor *moco_keys(ssl_method *m, ssl_graph *g, ssl_tensor *x, int G)
     int B = x->shape[0];
     if (G == 1) /* one BN batch: a permutation would change nothing */
         return ssl_op_l2normalize(g, ssl_mlp_forward(g, &s->key_projector,
-                                                      ssl_resnet_forward(g, &s->key_enc, x)));
+                                                      ssl_encoder_forward(g, &s->key_enc, x)));
     int *perm = ssl_arena_alloc(&g->arena, sizeof(int) * (size_t)B);
     ssl_tensor *xs = ssl_tensor_new(g, 4, x->shape, SSL_LAYOUT_NCHW);
     if (!perm || !xs) {
@@ -223,7 +223,7 @@ static void moco_after_step(ssl_method *m)
 {
     moco_state *s = m->state_ptr;
     float mom = m->cfg.base_momentum; /* constant: MoCo has no momentum schedule */
-    ssl_registry_ema(&s->key_enc.reg, &m->encoder.reg, mom);
+    ssl_registry_ema(s->key_enc.reg, m->encoder.reg, mom);
     ssl_registry_ema(&s->key_reg, &m->heads, mom);
     if (!s->keys) return;
     /* Ring buffer: the keys overwrite the oldest ones from queue_ptr. Rows
@@ -242,7 +242,7 @@ static void moco_free(ssl_method *m)
 {
     moco_state *s = m->state_ptr;
     if (!s) return;
-    ssl_resnet_free(&s->key_enc);
+    ssl_encoder_free(&s->key_enc);
     ssl_registry_free(&s->key_reg);
     ssl_free(s);
 }

@@ -87,7 +87,7 @@ int64_t ssl_pretext_count_correct(const float *logits, const int32_t *labels, in
 ssl_tensor *ssl_pretext_classify(ssl_method *m, ssl_graph *g, ssl_pretext *p, ssl_tensor *x,
                                  int k, const int32_t *labels)
 {
-    ssl_tensor *h = ssl_resnet_forward(g, &m->encoder, x);
+    ssl_tensor *h = ssl_encoder_forward(g, &m->encoder, x);
     ssl_tensor *logits = ssl_mlp_forward(g, &p->head, k > 1 ? ssl_pretext_group_rows(g, h, k) : h);
     if (!logits) return NULL;
     int n = logits->shape[0];

@@ -59,6 +59,14 @@ const ssl_method_field ssl_method_fields[] = {
     F("mask-size", mask_size, "inpainting: masked square's side, fraction of the view's (0.5: 1/4 area)"),
     I("mask-blocks", mask_blocks, "inpainting: 0 one central square, N random squares of 1/N its area"),
     F("adv-weight", adv_weight, "inpainting: adversarial weight lambda_adv (0 off; paper 0.001)"),
+    F("mask-ratio", mask_ratio, "MAE, SimMIM, BEiT: fraction of the patches masked"),
+    I("decoder-dim", decoder_dim, "MAE: decoder width"),
+    I("decoder-depth", decoder_depth, "MAE: decoder blocks"),
+    I("decoder-heads", decoder_heads, "MAE: decoder attention heads"),
+    I("norm-pix-loss", norm_pix_loss, "MAE: 1 = targets are per-patch normalised pixels"),
+    I("vocab-size", vocab_size, "BEiT: visual-token vocabulary (tokenizer codebook size)"),
+    I("tokenizer-steps", tokenizer_steps, "BEiT: steps training the tokenizer before pretraining"),
+    I("freeze-patch-embed", freeze_patch_embed, "MoCo v3 (ViT): 1 = frozen random patch projection"),
 };
 #undef F
 #undef I
@@ -115,7 +123,7 @@ static int check_applies(const ssl_method_ops *ops, const ssl_method_config *cfg
 }
 
 int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method_config *cfg,
-                      const ssl_resnet_config *enc, ssl_rng *rng, char *err)
+                      const ssl_encoder_config *enc, ssl_rng *rng, char *err)
 {
     memset(m, 0, sizeof *m);
     m->ops = ops;
@@ -126,7 +134,11 @@ int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method
     ssl_registry_init(&m->heads);
     ssl_registry_init(&m->extra);
     m->state[m->n_state++] = (ssl_method_state){"", &m->extra};
-    st = ssl_resnet_init(&m->encoder, enc, rng, err);
+    if (ops->needs_feature_map && enc->kind != SSL_ENC_RESNET)
+        return ssl_fail(err, SSL_EINVAL,
+                        "--method %s needs a convolutional feature map: use a ResNet (--arch resnet18)",
+                        ops->name);
+    st = ssl_encoder_init(&m->encoder, enc, rng, err);
     if (st) return st;
     st = ops->init(m, rng, err);
     if (!st && (m->heads.failed || m->extra.failed))
@@ -137,7 +149,7 @@ int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method
 
 int ssl_method_setup_run(ssl_method *m, int h, int w, int batch, char *err)
 {
-    int n = m->ops->views(&m->cfg, m->encoder.cfg.in_channels, h, w, m->augs);
+    int n = m->ops->views(&m->cfg, m->encoder.in_channels, h, w, m->augs);
     if (n < 1 || n > SSL_MAX_VIEWS)
         return ssl_fail(err, SSL_EINVAL, "%s: %d views per image (1..%d allowed)", m->ops->name, n,
                         SSL_MAX_VIEWS);
@@ -145,6 +157,13 @@ int ssl_method_setup_run(ssl_method *m, int h, int w, int batch, char *err)
         if (m->augs[v].out_h < 1 || m->augs[v].out_w < 1)
             return ssl_fail(err, SSL_EINVAL, "%s: view %d is %dx%d pixels", m->ops->name, v,
                             m->augs[v].out_h, m->augs[v].out_w);
+    /* Views go to the encoder as they are, except in pretext tasks that
+     * cut them up first (their own checks name the piece sizes). */
+    for (int v = 0; v < n && !m->ops->pretext_metrics; v++) {
+        int st = ssl_encoder_check_input(&m->encoder, m->encoder.in_channels, m->augs[v].out_h,
+                                         m->augs[v].out_w, err);
+        if (st) return st;
+    }
     m->n_views = n;
     return m->ops->check_batch ? m->ops->check_batch(m, batch, err) : SSL_OK;
 }
@@ -153,7 +172,7 @@ void ssl_method_free(ssl_method *m)
 {
     if (m->ops && m->ops->free) m->ops->free(m);
     m->state_ptr = NULL;
-    ssl_resnet_free(&m->encoder);
+    ssl_encoder_free(&m->encoder);
     ssl_registry_free(&m->heads);
     ssl_registry_free(&m->extra);
     m->n_state = 0;

@@ -44,7 +44,7 @@ static ssl_tensor *simclr_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *v
     /* One pass over both views: BN statistics over all 2N, as in the paper's
      * global-BN setting on one device. */
     ssl_tensor *x = ssl_op_concat_batch(g, views[0], views[1]);
-    ssl_tensor *h = ssl_resnet_forward(g, &m->encoder, x);
+    ssl_tensor *h = ssl_encoder_forward(g, &m->encoder, x);
     ssl_tensor *z = ssl_op_l2normalize(g, ssl_mlp_forward(g, &s->projector, h));
     return ssl_op_ntxent(g, z, m->cfg.temperature);
 }

@@ -67,8 +67,8 @@ static int simsiam_init(ssl_method *m, ssl_rng *rng, char *err)
     /* The official encoder is built with zero_init_residual=True: the last
      * BN of every residual block starts at gamma 0 (each block starts as
      * the identity). */
-    for (int b = 0; b < m->encoder.n_blocks; b++) {
-        ssl_res_block *blk = &m->encoder.blocks[b];
+    for (int b = 0; m->encoder.cfg.kind == SSL_ENC_RESNET && b < m->encoder.resnet.n_blocks; b++) {
+        ssl_res_block *blk = &m->encoder.resnet.blocks[b];
         ssl_bn_layer *bn = &blk->bn[blk->n_conv - 1];
         memset(bn->weight.data, 0, sizeof(float) * (size_t)bn->C);
     }
@@ -80,7 +80,7 @@ static ssl_tensor *simsiam_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *
     simsiam_state *s = m->state_ptr;
     ssl_tensor *z[2], *p[2];
     for (int v = 0; v < 2; v++) {
-        z[v] = ssl_mlp_forward(g, &s->projector, ssl_resnet_forward(g, &m->encoder, views[v]));
+        z[v] = ssl_mlp_forward(g, &s->projector, ssl_encoder_forward(g, &m->encoder, views[v]));
         p[v] = ssl_mlp_forward(g, &s->predictor, z[v]);
     }
     /* a = 0, b = -0.5: half of D = -mean cos per direction */

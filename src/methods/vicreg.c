@@ -72,7 +72,7 @@ static int vicreg_init(ssl_method *m, ssl_rng *rng, char *err)
 static ssl_tensor *vicreg_branch(ssl_method *m, ssl_graph *g, ssl_tensor *x)
 {
     vicreg_state *s = m->state_ptr;
-    return ssl_mlp_forward(g, &s->projector, ssl_resnet_forward(g, &m->encoder, x));
+    return ssl_mlp_forward(g, &s->projector, ssl_encoder_forward(g, &m->encoder, x));
 }
 
 static ssl_tensor *vicreg_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)

@@ -225,18 +225,73 @@ void ssl_vit_free(ssl_vit *m)
     m->blocks = NULL;
 }
 
+/* PyTorch's upsample_bicubic2d weights along one axis (align_corners
+ * False, no antialias, cubic convolution A = -0.75, borders clamped):
+ * w (out, in) row i holds the weights output i gives each input. */
+void ssl_vit_bicubic_weights(int in, int out, float *w)
+{
+    const double A = -0.75, scale = (double)in / out;
+    memset(w, 0, sizeof(float) * (size_t)in * out);
+    for (int i = 0; i < out; i++) {
+        double src = (i + 0.5) * scale - 0.5;
+        int f = (int)floor(src);
+        double t = src - f, c[4];
+        double x1 = t + 1, x2 = 1 - t, x3 = 2 - t;
+        c[0] = ((A * x1 - 5 * A) * x1 + 8 * A) * x1 - 4 * A;
+        c[1] = ((A + 2) * t - (A + 3)) * t * t + 1;
+        c[2] = ((A + 2) * x2 - (A + 3)) * x2 * x2 + 1;
+        c[3] = ((A * x3 - 5 * A) * x3 + 8 * A) * x3 - 4 * A;
+        for (int k = 0; k < 4; k++) {
+            int j = f - 1 + k;
+            j = j < 0 ? 0 : j >= in ? in - 1 : j;
+            w[(long)i * in + j] += (float)c[k];
+        }
+    }
+}
+
+/* The patches' position embeddings for a gh x gw grid: the table itself at
+ * the model's grid, else resampled bicubically as DINO's
+ * interpolate_pos_encoding (F.interpolate(mode='bicubic'), here to the exact
+ * target size) through a constant (gh*gw, n_patches) matrix, so a learned
+ * table gets its gradient through the product. */
+static ssl_tensor *patch_pos(ssl_graph *g, ssl_vit *m, int gh, int gw)
+{
+    if (gh == m->grid && gw == m->grid) return &m->pos_patch;
+    const int G = m->grid;
+    float *wy = malloc(sizeof(float) * (size_t)gh * G), *wx = malloc(sizeof(float) * (size_t)gw * G);
+    int shape[2] = {gh * gw, G * G};
+    ssl_tensor *M = wy && wx ? ssl_tensor_new(g, 2, shape, SSL_LAYOUT_NCHW) : NULL;
+    if (M) {
+        ssl_vit_bicubic_weights(G, gh, wy);
+        ssl_vit_bicubic_weights(G, gw, wx);
+        for (int i = 0; i < gh; i++)
+            for (int j = 0; j < gw; j++)
+                for (int a = 0; a < G; a++)
+                    for (int b = 0; b < G; b++)
+                        M->data[((long)i * gw + j) * G * G + a * G + b] = wy[i * G + a] * wx[j * G + b];
+    } else {
+        ssl_ctx_fail(g->ctx, SSL_ENOMEM, "vit: out of memory resampling position embeddings");
+    }
+    free(wy);
+    free(wx);
+    return M ? internal(ssl_op_matmul(g, M, &m->pos_patch, 0)) : NULL;
+}
+
 ssl_tensor *ssl_vit_embed(ssl_graph *g, ssl_vit *m, ssl_tensor *x)
 {
     if (!x) return NULL;
     const ssl_vit_config *c = &m->cfg;
-    if (x->ndim != 4 || x->shape[1] != c->in_chans || x->shape[2] != c->img_size ||
-        x->shape[3] != c->img_size) {
-        ssl_ctx_fail(g->ctx, SSL_ESHAPE, "vit: expected (N, %d, %d, %d) input", c->in_chans,
-                     c->img_size, c->img_size);
+    if (x->ndim != 4 || x->shape[1] != c->in_chans || x->shape[2] % c->patch ||
+        x->shape[3] % c->patch || x->shape[2] < c->patch || x->shape[3] < c->patch) {
+        ssl_ctx_fail(g->ctx, SSL_ESHAPE,
+                     "vit: expected (N, %d, H, W) input with H and W multiples of the patch %d",
+                     c->in_chans, c->patch);
         return NULL;
     }
+    ssl_tensor *pos = patch_pos(g, m, x->shape[2] / c->patch, x->shape[3] / c->patch);
+    if (!pos) return NULL;
     ssl_tensor *t = internal(ssl_op_patch_embed(g, x, &m->patch_w, &m->patch_b));
-    return ssl_op_add_pos(g, t, x->shape[0], &m->pos_patch);
+    return ssl_op_add_pos(g, t, x->shape[0], pos);
 }
 
 ssl_tensor *ssl_vit_encode(ssl_graph *g, ssl_vit *m, ssl_tensor *tokens, int N,
@@ -244,9 +299,8 @@ ssl_tensor *ssl_vit_encode(ssl_graph *g, ssl_vit *m, ssl_tensor *tokens, int N,
 {
     if (!tokens) return NULL;
     const int D = m->feat_dim;
-    if (tokens->ndim != 2 || tokens->shape[1] != D || N < 1 ||
-        (long)tokens->shape[0] != (long)N * m->n_patches) {
-        ssl_ctx_fail(g->ctx, SSL_ESHAPE, "vit: expected (N*%d, %d) patch tokens", m->n_patches, D);
+    if (tokens->ndim != 2 || tokens->shape[1] != D || N < 1 || tokens->shape[0] % N) {
+        ssl_ctx_fail(g->ctx, SSL_ESHAPE, "vit: expected (N*T, %d) patch tokens", D);
         return NULL;
     }
     ssl_tensor *h = tokens;

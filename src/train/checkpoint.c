@@ -51,7 +51,7 @@ int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl
     char buf[64];
     char *cfg_json = NULL;
     size_t cfg_len = 0;
-    int rc = add_registry(&w, "", &m->encoder.reg, err);
+    int rc = add_registry(&w, "", m->encoder.reg, err);
     if (!rc) rc = add_registry(&w, "", &m->heads, err);
     for (int i = 0; i < m->n_state && !rc; i++)
         rc = add_registry(&w, m->state[i].prefix, m->state[i].reg, err);
@@ -71,10 +71,17 @@ int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl
     META("version", CKPT_VERSION);
     META("method", m->ops->name);
     META("arch", cfg->arch);
-    snprintf(buf, sizeof buf, "%d", m->encoder.cfg.width);
+    const int vit = m->encoder.cfg.kind == SSL_ENC_VIT;
+    snprintf(buf, sizeof buf, "%d", vit ? m->encoder.cfg.vit.embed_dim : m->encoder.cfg.resnet.width);
     META("width", buf);
-    META("stem", stem_name(m->encoder.cfg.stem));
-    snprintf(buf, sizeof buf, "%d", m->encoder.cfg.in_channels);
+    if (!vit) META("stem", stem_name(m->encoder.cfg.resnet.stem));
+    if (vit) {
+        snprintf(buf, sizeof buf, "%d", m->encoder.cfg.vit.img_size);
+        META("img_size", buf);
+        snprintf(buf, sizeof buf, "%d", m->encoder.cfg.vit.patch);
+        META("patch_size", buf);
+    }
+    snprintf(buf, sizeof buf, "%d", m->encoder.in_channels);
     META("in_channels", buf);
     snprintf(buf, sizeof buf, "%d", m->encoder.feat_dim);
     META("feat_dim", buf);
@@ -134,7 +141,7 @@ static void json_num(const ssl_json *o, const char *key, double *dst)
 }
 
 int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_channels,
-                               char *err)
+                               int *img_size, char *err)
 {
     ssl_st_file f;
     int rc = ssl_st_load(&f, path, err);
@@ -142,6 +149,9 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
     rc = check_format(&f, path, err);
     int64_t ch = 0;
     if (!rc) rc = parse_int_meta(&f, path, "in_channels", 1, 64, &ch, err);
+    int64_t side = 0; /* only ViT checkpoints size their position table */
+    if (!rc && ssl_st_meta(&f, "img_size"))
+        rc = parse_int_meta(&f, path, "img_size", 1, 1 << 16, &side, err);
     const char *cj = rc ? NULL : ssl_st_meta(&f, "config");
     if (!rc && !cj) rc = ssl_fail(err, SSL_EFORMAT, "%s: checkpoint has no config", path);
     ssl_json j;
@@ -157,11 +167,14 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
         json_str(&j, "optimizer", cfg->optimizer, sizeof cfg->optimizer);
         json_str(&j, "out", cfg->out, sizeof cfg->out);
         json_str(&j, "lr_scale", cfg->lr_scale, sizeof cfg->lr_scale);
+        json_str(&j, "pos_embed", cfg->pos_embed, sizeof cfg->pos_embed);
         char stem[16] = "";
         json_str(&j, "stem", stem, sizeof stem);
         cfg->stem = strcmp(stem, "imagenet") ? SSL_STEM_SMALL : SSL_STEM_IMAGENET;
 #define NUM(key, field, type) x = (double)cfg->field; json_num(&j, key, &x); cfg->field = (type)x
         NUM("width", width, int);
+        NUM("patch_size", patch_size, int);
+        NUM("vit_depth", vit_depth, int);
         NUM("epochs", epochs, int);
         NUM("steps", steps, int64_t);
         NUM("batch_size", batch_size, int);
@@ -181,6 +194,7 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
             ssl_method_field_set(&cfg->mcfg, fd, x);
         }
         *in_channels = (int)ch;
+        if (img_size) *img_size = (int)side;
     }
     ssl_json_free(&j);
     ssl_st_free(&f);
@@ -238,7 +252,7 @@ static int load_registry(const ssl_st_file *f, const char *path, const char *pre
 
 int ssl_checkpoint_load_tensors(const ssl_st_file *f, const char *path, ssl_method *m, char *err)
 {
-    int rc = load_registry(f, path, "", &m->encoder.reg, err);
+    int rc = load_registry(f, path, "", m->encoder.reg, err);
     if (!rc) rc = load_registry(f, path, "", &m->heads, err);
     for (int i = 0; i < m->n_state && !rc; i++)
         rc = load_registry(f, path, m->state[i].prefix, m->state[i].reg, err);

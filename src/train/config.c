@@ -14,6 +14,8 @@ void ssl_train_config_default(ssl_train_config *c)
     snprintf(c->arch, sizeof c->arch, "resnet18");
     c->width = 16;
     c->stem = SSL_STEM_SMALL;
+    c->patch_size = 4;
+    snprintf(c->pos_embed, sizeof c->pos_embed, "learned");
     c->epochs = 2;
     c->batch_size = 256;
     /* optimizer, lr, lr_scale, weight decay, momentum, warm-up, out and the
@@ -54,6 +56,8 @@ void ssl_train_config_json(const ssl_train_config *c, FILE *f)
             c->width, c->stem == SSL_STEM_SMALL ? "small" : "imagenet", c->epochs, c->steps,
             c->batch_size);
     ssl_json_write_string(f, c->optimizer);
+    fprintf(f, ",\"patch_size\":%d,\"vit_depth\":%d,\"pos_embed\":", c->patch_size, c->vit_depth);
+    ssl_json_write_string(f, c->pos_embed);
     fprintf(f, ",\"lr_scale\":");
     ssl_json_write_string(f, c->lr_scale);
     fprintf(f, ",\"lr\":%.9g,\"weight_decay\":%.9g,\"momentum\":%.9g,\"warmup_epochs\":%.9g"
@@ -72,14 +76,29 @@ void ssl_train_config_json(const ssl_train_config *c, FILE *f)
     fprintf(f, "}");
 }
 
-int ssl_train_encoder_config(const ssl_train_config *c, int in_channels,
-                             ssl_resnet_config *enc, char *err)
+int ssl_train_encoder_config(const ssl_train_config *c, int in_channels, int img_size,
+                             ssl_encoder_config *enc, char *err)
 {
-    enc->depth = ssl_resnet_depth_from_name(c->arch);
-    if (!enc->depth)
-        return ssl_fail(err, SSL_EINVAL, "--arch '%s' unknown (resnet18, resnet34, resnet50)", c->arch);
-    enc->width = c->width;
-    enc->in_channels = in_channels;
-    enc->stem = c->stem;
+    memset(enc, 0, sizeof *enc);
+    if (!strncmp(c->arch, "vit", 3)) {
+        enc->kind = SSL_ENC_VIT;
+        ssl_vit_config *v = &enc->vit;
+        if (ssl_vit_preset(v, c->arch, img_size, c->patch_size, in_channels, err))
+            return ssl_fail(err, SSL_EINVAL, "--arch '%s' unknown (vit_tiny, vit_small, vit_base)",
+                            c->arch);
+        if (ssl_vit_pos_from_name(c->pos_embed, &v->pos))
+            return ssl_fail(err, SSL_EINVAL, "--pos-embed '%s' unknown (learned, sincos)", c->pos_embed);
+        if (c->vit_depth) v->depth = c->vit_depth;
+        if (c->patch_size < 1 || img_size % c->patch_size)
+            return ssl_fail(err, SSL_EINVAL, "--patch-size %d does not divide the %d-pixel images",
+                            c->patch_size, img_size);
+        return SSL_OK;
+    }
+    *enc = ssl_encoder_config_resnet(ssl_resnet_depth_from_name(c->arch), c->width, in_channels,
+                                     c->stem);
+    if (!enc->resnet.depth)
+        return ssl_fail(err, SSL_EINVAL,
+                        "--arch '%s' unknown (resnet18, resnet34, resnet50, vit_tiny, vit_small, vit_base)",
+                        c->arch);
     return SSL_OK;
 }

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-int ssl_extract_features(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *ds, int batch,
+int ssl_extract_features(ssl_ctx *ctx, ssl_encoder *enc, const ssl_dataset *ds, int batch,
                          float *out)
 {
     ssl_aug aug;
@@ -36,7 +36,7 @@ int ssl_extract_features(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *ds, i
         ssl_graph_reset(&g);
         int shape[4] = {nb, ds->c, ds->h, ds->w};
         ssl_tensor in = ssl_tensor_wrap(x, NULL, 4, shape, SSL_LAYOUT_NCHW);
-        ssl_tensor *h = ssl_resnet_forward(&g, enc, &in);
+        ssl_tensor *h = ssl_encoder_forward(&g, enc, &in);
         if (!h) { rc = SSL_ENOMEM; break; }
         memcpy(out + (long)n0 * enc->feat_dim, h->data, sizeof(float) * nb * enc->feat_dim);
     }
@@ -78,7 +78,7 @@ int ssl_eval_features(const float *train, const int32_t *ytrain, int ntrain, con
     return SSL_OK;
 }
 
-int ssl_eval_encoder(ssl_ctx *ctx, ssl_resnet *enc, const ssl_dataset *train,
+int ssl_eval_encoder(ssl_ctx *ctx, ssl_encoder *enc, const ssl_dataset *train,
                      const ssl_dataset *test, uint64_t seed, ssl_eval_row *row)
 {
     if (!train->labels || !test->labels)

@@ -93,11 +93,14 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     ssl_optim_config ocfg;
     rc = optim_config(cfg, &ocfg, err);
     if (rc) return rc;
-    ssl_resnet_config enc;
+    ssl_encoder_config enc;
     /* the encoder may see fewer channels than the data (colorization: L of RGB) */
     int enc_channels = ops->encoder_channels ? ops->encoder_channels(&cfg->mcfg, train->c, err) : train->c;
     if (enc_channels < 0) return enc_channels;
-    rc = ssl_train_encoder_config(cfg, enc_channels, &enc, err);
+    if (!strncmp(cfg->arch, "vit", 3) && train->h != train->w)
+        return ssl_fail(err, SSL_EINVAL, "a ViT needs square images (the data is %dx%d)", train->h,
+                        train->w);
+    rc = ssl_train_encoder_config(cfg, enc_channels, train->h, &enc, err);
     if (rc) return rc;
     rc = ssl_method_create(m, ops, &cfg->mcfg, &enc, &ctx->rng, err);
     if (!rc) rc = ssl_method_setup_run(m, train->h, train->w, cfg->batch_size, err);
@@ -109,7 +112,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     if (rc) return rc;
 
     /* All trainable parameters, encoder first, for the optimizer. */
-    int np = m->encoder.reg.n_params + m->heads.n_params;
+    int np = m->encoder.reg->n_params + m->heads.n_params;
     ssl_param *params = malloc(sizeof(ssl_param) * np);
     ssl_optim *opt = NULL;
     ssl_loader *loader = NULL;
@@ -117,8 +120,8 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     ssl_graph g;
     ssl_graph_init(&g, ctx);
     if (!params) { rc = ssl_fail(err, SSL_ENOMEM, "out of memory"); goto done; }
-    memcpy(params, m->encoder.reg.params, sizeof(ssl_param) * m->encoder.reg.n_params);
-    memcpy(params + m->encoder.reg.n_params, m->heads.params, sizeof(ssl_param) * m->heads.n_params);
+    memcpy(params, m->encoder.reg->params, sizeof(ssl_param) * m->encoder.reg->n_params);
+    memcpy(params + m->encoder.reg->n_params, m->heads.params, sizeof(ssl_param) * m->heads.n_params);
     rc = ssl_optim_create(&opt, &ocfg, params, np, err);
     if (rc) goto done;
 
@@ -188,7 +191,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
                           (long long)ts.step + 1, isnan(lv) ? "NaN" : "infinite", res->checkpoint);
             goto done;
         }
-        ssl_registry_zero_grad(&m->encoder.reg);
+        ssl_registry_zero_grad(m->encoder.reg);
         ssl_registry_zero_grad(&m->heads);
         rc = ssl_graph_backward(&g, loss);
         if (rc) goto done;

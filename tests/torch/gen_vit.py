@@ -186,6 +186,22 @@ class VisionTransformer(nn.Module):
         x = self.blocks(x + self.pos_embed)
         return self.norm(x) if self.class_token else x
 
+    def forward_resized(self, x):  # another image size: DINO's interpolate_pos_encoding,
+        # bicubic to the exact target grid (no antialias)
+        n = x.shape[0]
+        t = self.patch_embed(x)
+        g2 = int(round(t.shape[1] ** 0.5))
+        D = t.shape[2]
+        pos = self.pos_embed[:, self.class_token:, :]
+        pos = F.interpolate(pos.reshape(1, self.grid, self.grid, D).permute(0, 3, 1, 2),
+                            size=(g2, g2), mode="bicubic", align_corners=False)
+        t = t + pos.permute(0, 2, 3, 1).reshape(1, g2 * g2, D)
+        if self.class_token:
+            cls = self.cls_token + self.pos_embed[:, :1, :]
+            t = torch.cat((cls.expand(n, -1, -1), t), dim=1)
+        t = self.blocks(t)
+        return self.pool(self.norm(t) if self.class_token else t)
+
     def pool(self, x):
         return x[:, 0] if self.class_token else self.fc_norm(x.mean(dim=1))
 
@@ -220,15 +236,24 @@ def tol_share(ref, got, atol, rtol):
     return float(((got.double() - ref.double()).abs() / (atol + rtol * ref.double().abs())).max())
 
 
+def resized(x, which):
+    """The input cut to 2 patches a side fewer, or padded to 2 more."""
+    if which == "small":
+        return x[:, :, :IMG - 2 * PATCH, :IMG - 2 * PATCH]
+    return F.pad(x, (PATCH, PATCH, PATCH, PATCH))
+
+
 def run_model(model, x, keep, r):
     """Outputs and parameter gradients of the three losses; model and x in one dtype."""
     out = {}
-    for loss_name in ("tokens", "features", "vis"):
+    for loss_name in ("tokens", "features", "vis", "small", "large"):
         if loss_name == "vis" and keep is None:
             continue
         model.zero_grad(set_to_none=True)
         if loss_name == "vis":
             y = model.forward_visible(x, keep)
+        elif loss_name in ("small", "large"):  # other sizes, pos embeddings resampled
+            y = model.forward_resized(resized(x, loss_name))
         else:
             tok = model.forward_features(x)
             y = tok if loss_name == "tokens" else model.pool(tok)
@@ -256,7 +281,9 @@ def make_model(out_dir, name, in_chans, pos, class_token, qkv_bias, seed):
     L = T + class_token
     r = {"tokens": torch.randn(BATCH * L, DIM, generator=g),
          "features": torch.randn(BATCH, DIM, generator=g),
-         "vis": torch.randn(BATCH * (1 + KEEP), DIM, generator=g)}
+         "vis": torch.randn(BATCH * (1 + KEEP), DIM, generator=g),
+         "small": torch.randn(BATCH, DIM, generator=g),
+         "large": torch.randn(BATCH, DIM, generator=g)}
 
     t = {k: v.clone() for k, v in model.state_dict().items()}
     res64 = run_model(model.double(), x.double(), keep, r)
@@ -278,8 +305,11 @@ def make_model(out_dir, name, in_chans, pos, class_token, qkv_bias, seed):
                  % (name, share))
 
     t["res.input"] = x
+    t["res.input_small"] = resized(x, "small").contiguous()
+    t["res.input_large"] = resized(x, "large").contiguous()
     for k, (y, loss, grads) in res64.items():
-        key = {"tokens": "tokens", "features": "features", "vis": "vis_tokens"}[k]
+        key = {"tokens": "tokens", "features": "features", "vis": "vis_tokens",
+               "small": "small_features", "large": "large_features"}[k]
         t["res." + key] = y
         t["res.r_" + k] = r[k]
         t["res.loss_" + k] = loss
