@@ -88,6 +88,7 @@ typedef struct ssl_method_optim {
     float lr;
     const char *lr_scale;  /* sqrt, linear, none */
     float weight_decay, momentum, warmup_epochs;
+    float beta2;           /* AdamW's second-moment decay (0: PyTorch's 0.999) */
 } ssl_method_optim;
 
 struct ssl_method;
@@ -243,6 +244,7 @@ extern const ssl_method_ops ssl_method_relloc;   /* relative patch location (Doe
 extern const ssl_method_ops ssl_method_dense;    /* patch-level contrast (VADeR / PixContrast) */
 extern const ssl_method_ops ssl_method_colorization; /* Zhang, Isola & Efros 2016 */
 extern const ssl_method_ops ssl_method_inpainting;   /* context encoder (Pathak 2016) */
+extern const ssl_method_ops ssl_method_mae;          /* masked autoencoder (He 2021), ViT */
 
 #ifdef __cplusplus
 }

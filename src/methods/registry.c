@@ -8,7 +8,8 @@ static const ssl_method_ops *const methods[] = {
     &ssl_method_simclr, &ssl_method_moco, &ssl_method_byol, &ssl_method_simsiam,
     &ssl_method_swav,   &ssl_method_dino, &ssl_method_barlow, &ssl_method_vicreg,
     &ssl_method_rotation, &ssl_method_jigsaw, &ssl_method_relloc,
-    &ssl_method_dense, &ssl_method_colorization, &ssl_method_inpainting, NULL};
+    &ssl_method_dense, &ssl_method_colorization, &ssl_method_inpainting,
+    &ssl_method_mae, NULL};
 
 const ssl_method_ops *const *ssl_method_list(void) { return methods; }
 

@@ -36,7 +36,8 @@ static int optim_config(const ssl_train_config *c, ssl_optim_config *o, char *er
     o->weight_decay = c->weight_decay;
     o->eta = 0.001f;
     o->beta1 = 0.9f;
-    o->beta2 = 0.999f;
+    const ssl_method_ops *ops = ssl_method_find(c->method);
+    o->beta2 = ops && ops->optim.beta2 > 0 ? ops->optim.beta2 : 0.999f; /* MAE: 0.95 */
     o->eps = 1e-8f;
     if (!strcmp(c->optimizer, "lars")) o->kind = SSL_OPTIM_LARS;
     else if (!strcmp(c->optimizer, "sgd")) o->kind = SSL_OPTIM_SGD;
@@ -147,9 +148,11 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     log = fopen(path, cfg->resume[0] ? "a" : "w");
     if (!log) { rc = ssl_fail(err, SSL_EIO, "%s: cannot open for writing: %s", path, strerror(errno)); goto done; }
     snprintf(res->checkpoint, sizeof res->checkpoint, "%.500s/last.safetensors", cfg->out);
+    char arch[48];
+    ssl_encoder_describe(&m->encoder, arch, sizeof arch);
     if (!cfg->quiet)
-        fprintf(stderr, "[%s] %s w%d on %s: %d images, %d steps/epoch, %lld steps, batch %d x %d views, %d threads\n",
-                ops->name, cfg->arch, cfg->width, cfg->data, train->n, spe, (long long)total,
+        fprintf(stderr, "[%s] %s on %s: %d images, %d steps/epoch, %lld steps, batch %d x %d views, %d threads\n",
+                ops->name, arch, cfg->data, train->n, spe, (long long)total,
                 cfg->batch_size, m->n_views, ctx->n_threads);
 
     int64_t stop = cfg->stop_after > 0 && cfg->stop_after < total ? cfg->stop_after : total;
@@ -231,7 +234,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
                     wait_sum / (now - t_int), now - t_start);
             fflush(log);
             if (!cfg->quiet)
-                fprintf(stderr, "[%s] ep %d/%d step %lld/%lld loss %.4f%s lr %.4f %.1f img/s data-wait %.1f%% ETA %s\n",
+                fprintf(stderr, "[%s] ep %d/%d step %lld/%lld loss %.4f%s lr %.3g %.1f img/s data-wait %.1f%% ETA %s\n",
                         ops->name, ts.epoch + (epoch_end ? 0 : 1), total_epochs, (long long)ts.step,
                         (long long)total, res->final_loss, acc_txt, lr, ips,
                         100.0 * wait_sum / (now - t_int), eta);
