@@ -30,8 +30,13 @@
  *     both views; MoCo's key encoder: view 1; DINO's teacher: the global
  *     crops) of ssl_resnet_macs(h_v, w_v) * 2 * 1 (forward only)
  * i.e. encoder convolutions only: heads, BN, ReLU, the loss and the
- * optimizer are not counted. Methods whose encoder does not see each view
- * once (the pretext tasks) are refused: their count would be wrong.
+ * optimizer are not counted. For a ViT (--arch vit_tiny) the encoder's
+ * MACs are ssl_encoder_macs: patch embedding, the four linear layers of
+ * each block and the two attention products. MAE counts its encoder on the
+ * visible patches plus its decoder (embedding, blocks on every patch and
+ * the class row, prediction), x 2 x 3. Methods whose encoder does not see
+ * each view once (the pretext tasks) are refused: their count would be
+ * wrong.
  *
  * Prints one JSON line on stdout; progress and errors go to stderr.
  * Build: see scripts/bench.sh. Usage: bench_step --help */
@@ -41,6 +46,8 @@
 #include "selfsup/optim.h"
 #include "selfsup/train.h"
 
+#include "methods/mae.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +55,8 @@
 
 typedef struct bench_args {
     char method[32];
+    char arch[32];    /* "resnet" (--depth/--width/--stem) or vit_tiny, vit_small, ... */
+    int patch, vit_depth; /* ViT: patch side, blocks (0: the preset's) */
     int depth, width, channels, size, batch;
     ssl_stem stem;
     int threads, workers, warmup, steps, loader_batches;
@@ -69,6 +78,7 @@ typedef struct bench_method {
 static const bench_method bench_methods[] = {
     {"simclr", 0, 0}, {"byol", 0, 2},  {"dino", 0, -1},  {"moco", 1, 1},
     {"simsiam", 0, 0}, {"swav", 0, 0}, {"barlow", 0, 0}, {"vicreg", 0, 0},
+    {"mae", 0, 0}, {"mocov3", 0, 2},
 };
 #define N_BENCH_METHODS ((int)(sizeof bench_methods / sizeof bench_methods[0]))
 
@@ -76,12 +86,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: bench_step [--method simclr] [--depth 18] [--width 64] [--stem small|imagenet]\n"
+            "                  [--arch resnet|vit_tiny|vit_small] [--patch 4] [--vit-depth 0]\n"
             "                  [--channels 1] [--size 28] [--batch 256] [--threads 2]\n"
             "                  [--workers 1] [--warmup 2] [--steps 5] [--loader-batches 5]\n"
             "                  [--seed 1] [--data fashion-mnist|random] [--backend cpu]\n"
             "                  [--profile 1] [--direct-conv 1]\n"
             "Times training steps of one method (selfsup) and prints one JSON line.\n"
-            "--method: simclr, byol, dino, moco, simsiam, swav, barlow, vicreg, with the\n"
+            "--method: simclr, byol, dino, moco, simsiam, swav, barlow, vicreg, mae (ViT),\n"
+            "mocov3, with the\n"
             "method's default hyperparameters, views and optimizer recipe.\n"
             "--profile 1 times every backend op kind during the timed steps and prints\n"
             "where a step's time goes (stderr, and a \"profile\" object in the JSON).\n");
@@ -101,7 +113,7 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 
 static int parse_args(int argc, char **argv, bench_args *a)
 {
-    *a = (bench_args){"simclr", 18, 64, 1, 28, 256, SSL_STEM_SMALL, 2, 1, 2, 5, 5, 1,
+    *a = (bench_args){"simclr", "resnet", 4, 0, 18, 64, 1, 28, 256, SSL_STEM_SMALL, 2, 1, 2, 5, 5, 1,
                       "fashion-mnist", "", 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -117,6 +129,9 @@ static int parse_args(int argc, char **argv, bench_args *a)
         int seed = 0, rc = 0;
         if (!strcmp(o, "--method")) snprintf(a->method, sizeof a->method, "%s", v);
         else if (!strcmp(o, "--depth")) rc = parse_int(o, v, 18, 50, &a->depth);
+        else if (!strcmp(o, "--arch")) snprintf(a->arch, sizeof a->arch, "%s", v);
+        else if (!strcmp(o, "--patch")) rc = parse_int(o, v, 1, 64, &a->patch);
+        else if (!strcmp(o, "--vit-depth")) rc = parse_int(o, v, 0, 256, &a->vit_depth);
         else if (!strcmp(o, "--width")) rc = parse_int(o, v, 1, 1024, &a->width);
         else if (!strcmp(o, "--channels")) rc = parse_int(o, v, 1, 3, &a->channels);
         else if (!strcmp(o, "--size")) rc = parse_int(o, v, 8, 512, &a->size);
@@ -233,13 +248,24 @@ static void views_spec(const ssl_method *m, char *buf, size_t n)
 static double gflop_per_image(const ssl_method *m, const bench_method *bm, int *teacher)
 {
     double flop = 0;
+    if (!strcmp(m->ops->name, "mae")) {
+        const ssl_vit *vit = &m->encoder.vit;
+        const int P = vit->n_patches, K = ssl_mae_len_keep(P, m->cfg.mask_ratio);
+        const double Dd = m->cfg.decoder_dim, L = P + vit->cfg.class_token;
+        const double p2c = (double)vit->cfg.patch * vit->cfg.patch * vit->cfg.in_chans;
+        double dec = (K + vit->cfg.class_token) * (double)vit->feat_dim * Dd +
+                     m->cfg.decoder_depth * (L * (4 * Dd * Dd + 2 * Dd * 4 * Dd) + 2 * L * L * Dd) +
+                     P * Dd * p2c;
+        *teacher = 0;
+        return (ssl_vit_macs(vit, K) + dec) * 2 * 3 / 1e9;
+    }
     for (int v = 0; v < m->n_views; v++)
-        flop += ssl_resnet_macs(&m->encoder, m->augs[v].out_h, m->augs[v].out_w) * 2 * 3;
+        flop += ssl_encoder_macs(&m->encoder, m->augs[v].out_h, m->augs[v].out_w) * 2 * 3;
     int first = bm->teacher_first;
     int count = bm->teacher_count < 0 ? m->cfg.global_crops : bm->teacher_count;
     *teacher = count;
     for (int v = first; v < first + count && v < m->n_views; v++)
-        flop += ssl_resnet_macs(&m->encoder, m->augs[v].out_h, m->augs[v].out_w) * 2 * 1;
+        flop += ssl_encoder_macs(&m->encoder, m->augs[v].out_h, m->augs[v].out_w) * 2 * 1;
     return flop / 1e9;
 }
 
@@ -274,7 +300,8 @@ static int optim_config(const ssl_train_config *c, ssl_optim_config *o)
     o->weight_decay = c->weight_decay;
     o->eta = 0.001f;
     o->beta1 = 0.9f;
-    o->beta2 = 0.999f;
+    const ssl_method_ops *ops = ssl_method_find(c->method);
+    o->beta2 = ops && ops->optim.beta2 > 0 ? ops->optim.beta2 : 0.999f; /* as pretrain.c */
     o->eps = 1e-8f;
     if (!strcmp(c->optimizer, "lars")) o->kind = SSL_OPTIM_LARS;
     else if (!strcmp(c->optimizer, "sgd")) o->kind = SSL_OPTIM_SGD;
@@ -336,6 +363,16 @@ int main(int argc, char **argv)
     /* The model as ssl_pretrain builds it: the method's default widths,
      * temperatures and views for this image size. */
     ssl_encoder_config enc = ssl_encoder_config_resnet(a.depth, a.width, ds.c, a.stem);
+    if (strcmp(a.arch, "resnet")) {
+        snprintf(tc.arch, sizeof tc.arch, "%s", a.arch);
+        tc.patch_size = a.patch;
+        tc.vit_depth = a.vit_depth;
+        rc = ssl_train_encoder_config(&tc, ds.c, ds.h, &enc, err);
+        if (rc) {
+            fprintf(stderr, "bench_step: %s\n", err);
+            return 2;
+        }
+    }
     ssl_method m;
     memset(&m, 0, sizeof m);
     /* ssl_train_config_resolve found it */
@@ -386,9 +423,11 @@ int main(int argc, char **argv)
     views_spec(&m, spec, sizeof spec);
     int teacher_views = 0;
     const double gflop_img = gflop_per_image(&m, bm, &teacher_views);
-    fprintf(stderr, "[bench_step] %s R%d w%d %dx%dx%d B%d, views %s (teacher %d), %s lr %.4g, "
+    char arch[48];
+    ssl_encoder_describe(&m.encoder, arch, sizeof arch);
+    fprintf(stderr, "[bench_step] %s %s %dx%dx%d B%d, views %s (teacher %d), %s lr %.4g, "
                     "%.4f GFLOP/img, %d threads\n",
-            a.method, a.depth, a.width, ds.c, ds.h, ds.w, B, spec, teacher_views, tc.optimizer,
+            a.method, arch, ds.c, ds.h, ds.w, B, spec, teacher_views, tc.optimizer,
             peak_lr, gflop_img, ctx.n_threads);
 
     ssl_graph g;
@@ -445,12 +484,14 @@ int main(int argc, char **argv)
     }
     double s_step = t_timed / a.steps;
     double ips = B / s_step;
-    printf("{\"impl\":\"selfsup\",\"method\":\"%s\",\"backend\":\"%s\",\"depth\":%d,\"width\":%d,"
+    printf("{\"impl\":\"selfsup\",\"arch\":\"%s\",\"patch\":%d,\"vit_depth\":%d,"
+           "\"method\":\"%s\",\"backend\":\"%s\",\"depth\":%d,\"width\":%d,"
            "\"stem\":\"%s\",\"in_channels\":%d,\"size\":%d,\"batch\":%d,\"views\":\"%s\","
            "\"n_views\":%d,\"teacher_views\":%d,\"data\":\"%s\",\"threads\":%d,\"warmup\":%d,"
            "\"steps\":%d,\"optimizer\":\"%s\",\"peak_lr\":%.9g,"
            "\"img_per_s\":%.3f,\"s_per_step\":%.4f,\"s_per_step_min\":%.4f,\"s_per_step_max\":%.4f,"
            "\"step_s\":[",
+           a.arch, a.patch, m.encoder.cfg.kind == SSL_ENC_VIT ? m.encoder.cfg.vit.depth : 0,
            a.method, ctx.backend->name, a.depth, a.width, a.stem == SSL_STEM_SMALL ? "small" : "imagenet",
            ds.c, ds.h, B, spec, m.n_views, teacher_views,
            real ? "fashion-mnist test split" : "random uint8", ctx.n_threads, a.warmup, a.steps,

@@ -70,6 +70,8 @@ from torchvision.models.resnet import BasicBlock, Bottleneck  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "torch"))
 from gen_resnet import WidthResNet  # noqa: E402
+from gen_vit import VisionTransformer  # noqa: E402
+from gen_mae import MaskedAutoencoderViT  # noqa: E402
 
 RSS_IMPORT_MB = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -337,7 +339,91 @@ class DINO:
         ema(self.teacher, self.student, tau)
 
 
-METHODS = {"simclr": SimCLR, "byol": BYOL, "dino": DINO}
+class ViTEncoder(nn.Module):
+    """gen_vit.py's timm-named ViT -> the [CLS] feature; other image sizes
+    (DINO's local crops) through DINO's bicubic position resampling, as
+    selfsup's ssl_vit_embed."""
+
+    def __init__(self, vit, img):
+        super().__init__()
+        self.vit, self.img = vit, img
+
+    def forward(self, x):
+        if x.shape[-1] == self.img:
+            return self.vit.pool(self.vit.forward_features(x))
+        return self.vit.forward_resized(x)
+
+
+def vit_config(arch):
+    return {"vit_tiny": (192, 3), "vit_small": (384, 6), "vit_base": (768, 12)}[arch]
+
+
+class MAEModel(MaskedAutoencoderViT):
+    """models_mae.MaskedAutoencoderViT (tests/torch/gen_mae.py's copy of the
+    official methods) at any size: src/methods/mae.c's defaults (decoder 128
+    wide, 2 blocks, 4 heads; norm_pix_loss; mask ratio 0.75)."""
+
+    def __init__(self, img, patch, in_chans, dim, depth, heads, dec_dim=128, dec_depth=2,
+                 dec_heads=4):
+        VisionTransformer.__init__(self, img, patch, in_chans, dim, depth, heads, 4.0, 1,
+                                   "learned", 1)
+        self.patch, self.in_chans = patch, in_chans
+        self.decoder_embed = nn.Linear(dim, dec_dim, bias=True)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dec_dim))
+        from gen_vit import Block, get_2d_sincos_pos_embed
+        table = get_2d_sincos_pos_embed(dec_dim, self.grid, cls_token=True)
+        self.register_buffer("decoder_pos_embed", torch.from_numpy(table).float().unsqueeze(0))
+        self.decoder_blocks = nn.ModuleList([Block(dec_dim, dec_heads, 4.0, 1)
+                                             for _ in range(dec_depth)])
+        self.decoder_norm = nn.LayerNorm(dec_dim, eps=1e-6)
+        self.decoder_pred = nn.Linear(dec_dim, patch ** 2 * in_chans, bias=True)
+
+
+class MAE:
+    recipe = ("adamw", 1.5e-4, "linear", 0.05, 0.9, 0.5)  # src/methods/mae.c .optim
+    beta2 = 0.95
+    teacher_views = 0
+
+    def __init__(self, model, size):
+        self.model = model
+        self.sizes = [size]
+
+    def trained(self):
+        return [self.model]
+
+    def loss(self, views, step, spe):
+        x = views[0]
+        noise = torch.rand(x.shape[0], self.model.grid ** 2)
+        return self.model(x, 0.75, noise, True)[0]
+
+    def after_backward(self, step, spe):
+        pass
+
+    def after_step(self, step, total):
+        pass
+
+
+class AdamW:
+    """torch.optim.AdamW with the lr set per step; no weight decay on
+    1-D parameters and the position / class / mask tokens (selfsup's
+    no_decay flags)."""
+
+    def __init__(self, named, weight_decay, beta2):
+        decay = [p for n, p in named if p.dim() > 1 and n.split(".")[-1] not in
+                 ("pos_embed", "cls_token")]
+        no = [p for n, p in named if not (p.dim() > 1 and n.split(".")[-1] not in
+                                          ("pos_embed", "cls_token"))]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                      {"params": no, "weight_decay": 0.0}],
+                                     lr=1e-3, betas=(0.9, beta2))
+
+    def step(self, lr):
+        for grp in self.opt.param_groups:
+            grp["lr"] = lr
+        self.opt.step()
+
+
+METHODS = {"simclr": SimCLR, "byol": BYOL, "dino": DINO, "mae": MAE}
 
 
 def count_gflop(method, views):
@@ -379,6 +465,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--method", default="simclr", choices=sorted(METHODS))
     ap.add_argument("--depth", type=int, default=18, choices=sorted(LAYERS))
+    ap.add_argument("--arch", default="resnet",
+                    choices=["resnet", "vit_tiny", "vit_small", "vit_base"])
+    ap.add_argument("--patch", type=int, default=4)
+    ap.add_argument("--vit-depth", type=int, default=12)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--stem", default="small", choices=["small", "imagenet"])
     ap.add_argument("--channels", type=int, default=1, choices=[1, 3])
@@ -392,15 +482,33 @@ def main():
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    block, layers = LAYERS[a.depth]
-    encoder = WidthResNet(block, layers, a.width, a.channels, a.stem == "small")
-    feat = 8 * a.width * block.expansion
-    method = METHODS[a.method](encoder, feat, a.size)
+    if a.arch == "resnet":
+        block, layers = LAYERS[a.depth]
+        encoder = WidthResNet(block, layers, a.width, a.channels, a.stem == "small")
+        feat = 8 * a.width * block.expansion
+        arch = f"R{a.depth} w{a.width}"
+    else:
+        dim, heads = vit_config(a.arch)
+        feat = dim
+        arch = f"{a.arch}/{a.patch} depth {a.vit_depth}"
+        if a.method != "mae":
+            encoder = ViTEncoder(VisionTransformer(a.size, a.patch, a.channels, dim, a.vit_depth,
+                                                   heads, 4.0, 1, "learned", 1), a.size)
+    if a.method == "mae":
+        if a.arch == "resnet":
+            sys.exit("torch_step: --method mae needs --arch vit_*")
+        method = MAE(MAEModel(a.size, a.patch, a.channels, dim, a.vit_depth, heads), a.size)
+    else:
+        method = METHODS[a.method](encoder, feat, a.size)
     for t in method.trained():
         t.train()
     params = [p for t in method.trained() for p in t.parameters()]
     kind, base_lr, scale, wd, mom, warmup_epochs = method.recipe
-    opt = (LARS(params, mom, wd) if kind == "lars" else SGD(params, mom, wd))
+    if kind == "adamw":
+        named = [(n, p) for t in method.trained() for n, p in t.named_parameters()]
+        opt = AdamW(named, wd, getattr(method, "beta2", 0.999))
+    else:
+        opt = (LARS(params, mom, wd) if kind == "lars" else SGD(params, mom, wd))
     peak_lr = (base_lr * math.sqrt(a.batch) if scale == "sqrt"
                else base_lr * a.batch / 256 if scale == "linear" else base_lr)
     total = a.warmup + a.steps
@@ -408,7 +516,7 @@ def main():
     lr_warmup = int(warmup_epochs * spe)
 
     views = [torch.randn(a.batch, a.channels, s, s) for s in method.sizes]
-    print(f"[torch_step] {a.method} R{a.depth} w{a.width} {a.channels}x{a.size}x{a.size} "
+    print(f"[torch_step] {a.method} {arch} {a.channels}x{a.size}x{a.size} "
           f"B{a.batch}, views {views_spec(method.sizes)}, {kind} lr {peak_lr:.4g}, "
           f"{torch.get_num_threads()} threads", file=sys.stderr)
     timed, step_s, loss_v = 0.0, [], float("nan")
@@ -437,7 +545,8 @@ def main():
     ips = a.batch / s_step
     gflop_img, head_gflop_img = count_gflop(method, views)
     print(json.dumps({
-        "impl": "pytorch", "version": torch.__version__, "method": a.method, "depth": a.depth,
+        "impl": "pytorch", "version": torch.__version__, "arch": a.arch, "patch": a.patch,
+        "vit_depth": a.vit_depth if a.arch != "resnet" else 0, "method": a.method, "depth": a.depth,
         "width": a.width, "stem": a.stem, "in_channels": a.channels, "size": a.size,
         "batch": a.batch, "views": views_spec(method.sizes), "n_views": len(method.sizes),
         "teacher_views": method.teacher_views, "data": "random normal",

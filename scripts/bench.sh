@@ -38,6 +38,10 @@
 #               2 global 28x28 + 8 local 12x12 crops
 #     9  BYOL   ResNet-18 w64, small stem, 1x28x28 Fashion-MNIST, B=256 (3 timed)
 #     10 DINO   ResNet-18 w64, small stem, 1x28x28, B=256, 2x28 + 8x12 crops (3 timed)
+#     11 MAE    ViT-tiny/4 (12 blocks), 1x28x28 Fashion-MNIST, B=256, mask 0.75,
+#               decoder 128 wide x 2 blocks (3 timed)
+#     12 DINO   ViT-tiny/4 (12 blocks), 1x28x28 Fashion-MNIST, B=64, 2x28 + 8x12
+#               crops (local crops' position embeddings resampled) (3 timed)
 #   PROFILE   1: selfsup runs with --profile 1 (time per op kind; adds the
 #             timers' small overhead to its steps) and the table is followed
 #             by the profile of each config's best selfsup run
@@ -57,7 +61,7 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 BACKEND=${BACKEND:-}
 PROFILE=${PROFILE:-0}
 
-# name | method depth width stem channels size batch warmup steps
+# name | method depth width stem channels size batch warmup steps [arch]
 config() {
     case "$1" in
     1) echo "SimCLR R18 w64 small 1x28x28 B256|simclr 18 64 small 1 28 256 2 3" ;;
@@ -70,12 +74,14 @@ config() {
     8) echo "DINO R18 w16 small 1x28x28 B256|dino 18 16 small 1 28 256 2 5" ;;
     9) echo "BYOL R18 w64 small 1x28x28 B256|byol 18 64 small 1 28 256 2 3" ;;
     10) echo "DINO R18 w64 small 1x28x28 B256|dino 18 64 small 1 28 256 2 3" ;;
+    11) echo "MAE ViT-tiny/4 1x28x28 B256|mae 18 64 small 1 28 256 2 3 vit_tiny" ;;
+    12) echo "DINO ViT-tiny/4 1x28x28 B64|dino 18 64 small 1 28 64 2 3 vit_tiny" ;;
     *) return 1 ;;
     esac
 }
 
 for c in $CONFIGS; do
-    config "$c" >/dev/null || { echo "bench.sh: CONFIGS: unknown configuration '$c' (1-10)" >&2; exit 2; }
+    config "$c" >/dev/null || { echo "bench.sh: CONFIGS: unknown configuration '$c' (1-12)" >&2; exit 2; }
 done
 [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: THREADS '$THREADS' must be a positive integer" >&2; exit 2; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: ROUNDS '$ROUNDS' must be a positive integer" >&2; exit 2; }
@@ -133,10 +139,11 @@ run_side() {
 T0=$(date +%s)
 for c in $CONFIGS; do
     IFS='|' read -r name spec <<<"$(config "$c")"
-    read -r method depth width stem ch size batch warmup steps <<<"$spec"
+    read -r method depth width stem ch size batch warmup steps arch <<<"$spec"
     steps=${STEPS:-$steps}
     warmup=${WARMUP:-$warmup}
     args="--method $method --depth $depth --width $width --stem $stem --channels $ch --size $size --batch $batch --threads $THREADS --warmup $warmup --steps $steps"
+    [[ -n "${arch:-}" ]] && args="$args --arch $arch --patch 4"
     for ((r = 1; r <= ROUNDS; r++)); do
         echo "== config $c ($name), round $r/$ROUNDS: selfsup"
         run_side c "$args" | sed "s/^/   /"
@@ -158,8 +165,9 @@ peak = rows[0]
 # shows one thread per core, so cores do not share FMA units). The T-thread
 # measurement is shown too: on a busy machine it falls below this.
 peak_t = threads * peak["gflops_1t"]
-NAMES = {"simclr": "SimCLR", "byol": "BYOL", "dino": "DINO"}
-key = lambda r: (r["method"], r["depth"], r["width"], r["stem"], r["in_channels"], r["size"], r["batch"])
+NAMES = {"simclr": "SimCLR", "byol": "BYOL", "dino": "DINO", "mae": "MAE"}
+key = lambda r: (r["method"], r["depth"], r["width"], r["stem"], r["in_channels"], r["size"], r["batch"],
+                 r.get("arch", "resnet"), r.get("patch", 0))
 order, best = [], {}
 for r in rows[1:]:
     k = key(r)
@@ -171,7 +179,10 @@ for r in rows[1:]:
 backend = next((r["backend"] for r in rows if r.get("impl") == "selfsup" and "backend" in r), "default")
 backend = backend.replace(" (profiled)", "") + " backend" + (", profiled" if profile else "")
 version = next((r["version"] for r in rows if r.get("impl") == "pytorch"), "n/a")
-name = lambda k: f"{NAMES.get(k[0], k[0])} R{k[1]} w{k[2]} {k[3]} {k[4]}x{k[5]}x{k[5]} B{k[6]}"
+def name(k):
+    if k[7] != "resnet":
+        return f"{NAMES.get(k[0], k[0])} {k[7].replace('vit_', 'ViT-')}/{k[8]} {k[4]}x{k[5]}x{k[5]} B{k[6]}"
+    return f"{NAMES.get(k[0], k[0])} R{k[1]} w{k[2]} {k[3]} {k[4]}x{k[5]}x{k[5]} B{k[6]}"
 print(f"## Training step: selfsup ({backend}) vs PyTorch {version}, {threads} threads\n")
 print("| config | views | GFLOP/img | selfsup img/s | PyTorch img/s | ratio | selfsup GFLOP/s "
       "| % of peak | PyTorch GFLOP/s | % of peak | RSS selfsup | RSS torch | loader ms/batch (% of step) |")
