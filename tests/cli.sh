@@ -60,6 +60,8 @@ batch("test_batch.bin", 60)
 EOF
 COLOR_SMALL=(--data "$T/rgb" --width 4 --batch-size 32 --threads 2 --quiet)
 DECODER_SMALL=(--data "$T/sub" --width 4 --batch-size 32 --threads 2 --quiet)
+# masked image modeling: a one-block ViT with 7-px patches
+MIM_SMALL=(--data "$T/sub" --arch vit_tiny --vit-depth 1 --patch-size 7 --batch-size 32 --threads 2 --quiet)
 
 # ---- usage errors (exit 2) ----
 expect_fail 2 "unknown option '--bogus'" -- $SELFSUP pretrain --bogus 1
@@ -97,7 +99,7 @@ expect_fail 1 "--mask-size does not apply to colorization" -- $SELFSUP pretrain 
 expect_fail 1 "--mask-size must be in (0, 1)" -- $SELFSUP pretrain "${DECODER_SMALL[@]}" --method inpainting --mask-size 1.5 --steps 1
 expect_fail 1 "--mask-size 0.99 masks the whole 28-px view" -- $SELFSUP pretrain "${DECODER_SMALL[@]}" --method inpainting --mask-size 0.99 --steps 1
 expect_fail 1 "--adv-weight must be in .0, 1): lambda_rec is 1 minus it (got 1)" -- $SELFSUP pretrain "${DECODER_SMALL[@]}" --method inpainting --adv-weight 1 --steps 1
-for cmd in pretrain eval embed info; do
+for cmd in pretrain eval embed info show; do
     expect_ok $SELFSUP $cmd --help && grep -q "usage: selfsup $cmd" "$T/out" && ok || bad "$cmd --help"
 done
 
@@ -167,6 +169,29 @@ assert np.isfinite(f).all() and f.std() > 0
 EOF
 fi
 
+# show: PNG pictures it lists, which PIL opens (a method without a picture
+# shows its augmented views; rotation its own picture, 3 rows of 4 columns)
+expect_fail 2 "--out DIR is required" -- $SELFSUP show "$CK"
+if expect_ok $SELFSUP show "$CK" --out "$T/pics/simclr" --images 3 --threads 2 &&
+    cp "$T/out" "$T/show1.out" &&
+    expect_ok $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method rotation --steps 2 --no-eval --out "$T/rot" &&
+    expect_ok $SELFSUP show "$T/rot/last.safetensors" --out "$T/pics/rot" --images 3 --first 5 --threads 2; then
+    $PY - "$T/pics" "$T/show1.out" "$T/out" <<'EOF' && ok || bad "show pictures"
+import sys
+from PIL import Image
+d = sys.argv[1]
+want = {2: ["pca.png", "views.png"], 3: ["pca.png", "rotation.png"]}
+for arg, sub in ((2, "simclr"), (3, "rot")):
+    lines = open(sys.argv[arg]).read().split("\n")
+    assert [l for l in lines if l] == ["wrote %s/%s/%s" % (d, sub, f) for f in want[arg]], lines
+    for f in want[arg]:
+        Image.open("%s/%s/%s" % (d, sub, f)).load()
+im = Image.open(d + "/rot/rotation.png")
+# 28-px views at 4x: 112-px cells + 8-px pads, a title line, one caption line
+assert im.mode == "RGB" and im.size == (8 + 4 * 120, 14 + 8 + 3 * (112 + 15 + 8)), im.size
+EOF
+fi
+
 # info
 expect_ok $SELFSUP info "$CK" && grep -q "simclr" "$T/out" && grep -q "layer4.1.conv2.weight\|tensors" "$T/out" && ok || bad "info output"
 expect_ok $SELFSUP info "$CK" --json && $PY -c "import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); assert d['metadata']['method']=='simclr' and d['tensors']>100" "$T/out" && ok || bad "info --json"
@@ -222,6 +247,29 @@ assert not any("pretext_acc" in l for l in open(sys.argv[3])), "a regression tas
 EOF
 fi
 
+# ---- finetune: the checkpoint's encoder + a head on 20 labels per class,
+# a ViT from scratch, bad input ----
+if expect_ok $SELFSUP finetune "$CK" --epochs 2 --batch-size 32 --labels-per-class 20 --threads 1 --quiet --out "$T/ft" --json; then
+    $PY - "$T/out" "$T/ft" <<'EOF' && ok || bad "finetune output"
+import json, os, struct, sys
+d = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+assert d["labelled_images"] == 200 and len(d["epochs"]) == 2 and d["steps"] == 12, d
+log = [json.loads(l) for l in open(os.path.join(sys.argv[2], "finetune_log.jsonl"))]
+assert [e["epoch"] for e in log] == [1, 2] and abs(100 * log[-1]["test_top1"] - d["test_top1"]) < 0.01, log
+b = open(os.path.join(sys.argv[2], "finetune.safetensors"), "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+assert h["fc.weight"]["shape"] == [10, 32] and "layer4.1.conv2.weight" in h, sorted(h)[:5]
+assert h["__metadata__"]["format"] == "selfsup-finetune" and h["__metadata__"]["epoch"] == "2"
+EOF
+fi
+expect_ok $SELFSUP finetune --from-scratch --arch vit_tiny --vit-depth 1 --patch-size 7 --data "$T/sub" --steps 3 --batch-size 16 --threads 1 --quiet --out "$T/ftv" &&
+    grep -q "from scratch vit" "$T/out" && ok || bad "finetune --from-scratch"
+expect_ok $SELFSUP finetune --help && grep -q "usage: selfsup finetune" "$T/out" && ok || bad "finetune --help"
+expect_fail 2 "needs a checkpoint path" -- $SELFSUP finetune
+expect_fail 2 "--layer-decay must be in" -- $SELFSUP finetune "$CK" --layer-decay 1.5
+expect_fail 1 "nonexistent.safetensors: cannot open" -- $SELFSUP finetune "$T/nonexistent.safetensors"
+expect_fail 1 "fewer than the 5000 labels per class" -- $SELFSUP finetune "$CK" --labels-per-class 5000 --threads 1
+
 # ---- bad checkpoints ----
 expect_fail 1 "$T/missing.safetensors" -- $SELFSUP eval "$T/missing.safetensors"
 head -c 5 "$CK" >"$T/tiny.safetensors"
@@ -249,6 +297,7 @@ for m in $METHODS; do
     [ $m = dino ] && args=("${DINO_SMALL[@]}")
     case $m in rotation | relloc) args=("${PRETEXT_SMALL[@]}") ;; jigsaw) args=("${PRETEXT_SMALL[@]}" --permutations 10) ;; esac
     case $m in colorization) args=("${COLOR_SMALL[@]}") ;; inpainting) args=("${DECODER_SMALL[@]}" --adv-weight 0.001 --mask-blocks 2) ;; esac
+    case $m in mae) args=("${MIM_SMALL[@]}" --decoder-dim 16 --decoder-depth 1 --decoder-heads 2) ;; simmim) args=("${MIM_SMALL[@]}") ;; beit) args=("${MIM_SMALL[@]}" --vocab-size 16 --tokenizer-steps 20) ;; esac
     expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --no-eval --out "$T/full_$m" || continue
     expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --stop-after 3 --no-eval --out "$T/part_$m" || continue
     expect_ok $SELFSUP pretrain --resume "$T/part_$m/last.safetensors" --threads 2 --quiet --no-eval || continue

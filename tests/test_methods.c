@@ -180,11 +180,24 @@ out:
     ssl_ctx_free(&ctx);
 }
 
+/* Masked image modeling runs on a ViT only, which this replay's ResNet
+ * golden format does not describe: those methods replay the official code
+ * in their own tests. */
+static const char *const own_test[][2] = {
+    {"mae", "tests/test_mae.c"}, {"simmim", "tests/test_mim.c"}, {"beit", "tests/test_mim.c"}};
+
 int main(void)
 {
     const char *dir = getenv("SSL_GOLDEN_DIR");
     if (!dir || !dir[0]) dir = "build/golden";
     for (const ssl_method_ops *const *ops = ssl_method_list(); *ops; ops++) {
+        const char *elsewhere = NULL;
+        for (size_t i = 0; i < sizeof own_test / sizeof *own_test; i++)
+            if (!strcmp(own_test[i][0], (*ops)->name)) elsewhere = own_test[i][1];
+        if (elsewhere) {
+            printf("  %-12s replayed against the official code in %s\n", (*ops)->name, elsewhere);
+            continue;
+        }
         char path[1024], err[SSL_ERR_LEN];
         snprintf(path, sizeof path, "%s/method_%s.safetensors", dir, (*ops)->name);
         ssl_st_file f;

@@ -456,8 +456,126 @@ static void test_ema(void)
     free(w);
 }
 
+/* Per-parameter lr multipliers: scales of 0.5 and 2 (exact in float) equal
+ * separate optimizers at lr/2 and 2 lr, bit for bit, for every kind; a
+ * scale of 0.75^3 matches AdamW computed by hand in double; NULL restores 1;
+ * bad scales are refused. */
+static void test_lr_scales(void)
+{
+    enum { N = 5 };
+    const ssl_optim_kind kinds[3] = { SSL_OPTIM_SGD, SSL_OPTIM_LARS, SSL_OPTIM_ADAMW };
+    char err[SSL_ERR_LEN] = "";
+    for (int k = 0; k < 3; k++) {
+        float w[2][N], g[2][N], w1[N], w2[N];
+        for (int j = 0; j < N; j++) {
+            w[0][j] = w1[j] = 0.3f * (float)(j + 1);
+            w[1][j] = w2[j] = -0.2f * (float)(j + 2);
+            g[0][j] = 0.1f * (float)(j - 2) + 0.05f;
+            g[1][j] = 0.07f * (float)(3 - j);
+        }
+        ssl_param ps[2] = {
+            { .name = "a", .data = w[0], .grad = g[0], .numel = N, .ndim = 1, .shape = { N } },
+            { .name = "b", .data = w[1], .grad = g[1], .numel = N, .ndim = 1, .shape = { N } },
+        };
+        ssl_param p1 = ps[0], p2 = ps[1];
+        p1.data = w1;
+        p2.data = w2;
+        ssl_optim_config c = { .kind = kinds[k], .lr = 0.1f, .momentum = 0.9f,
+                               .weight_decay = 0.01f, .eta = 0.001f, .beta1 = 0.9f,
+                               .beta2 = 0.999f, .eps = 1e-8f };
+        ssl_optim *o = NULL, *o1 = NULL, *o2 = NULL;
+        const double scales[2] = { 0.5, 2.0 };
+        int ok = ssl_optim_create(&o, &c, ps, 2, err) == SSL_OK &&
+                 ssl_optim_create(&o1, &c, &p1, 1, err) == SSL_OK &&
+                 ssl_optim_create(&o2, &c, &p2, 1, err) == SSL_OK &&
+                 ssl_optim_set_lr_scales(o, scales, err) == SSL_OK;
+        CHECK(ok, "kind %d: create: %s", k, err);
+        if (ok)
+            for (int s = 0; s < 2; s++) {
+                float lr = s ? 0.05f : 0.1f;
+                ssl_optim_step(o, lr);
+                ssl_optim_step(o1, lr * 0.5f);
+                ssl_optim_step(o2, lr * 2.0f);
+            }
+        CHECK(ok && !memcmp(w[0], w1, sizeof w1) && !memcmp(w[1], w2, sizeof w2),
+              "kind %d: scaled lr differs from the lr it scales to", k);
+        ssl_optim_free(o);
+        ssl_optim_free(o1);
+        ssl_optim_free(o2);
+    }
+
+    /* AdamW, one step, scale 0.75^3, by hand in double */
+    float w[N], g[N], b[N], gb[N];
+    double want[N], want_b[N];
+    const double lr = 0.01, wd = 0.05, s = 0.75 * 0.75 * 0.75, eps = 1e-8;
+    for (int j = 0; j < N; j++) {
+        w[j] = 0.5f - 0.2f * (float)j;
+        g[j] = 0.03f * (float)(j - 2) + 0.01f;
+        b[j] = 0.1f * (float)j;
+        gb[j] = -0.02f * (float)j + 0.015f;
+        /* first step: bias-corrected moments are g and g^2 */
+        want[j] = w[j] * (1 - lr * s * wd) - lr * s * g[j] / (fabs((double)g[j]) + eps);
+        want_b[j] = b[j] - lr * gb[j] / (fabs((double)gb[j]) + eps); /* no_decay, scale 1 */
+    }
+    ssl_param ps[2] = {
+        { .name = "w", .data = w, .grad = g, .numel = N, .ndim = 1, .shape = { N } },
+        { .name = "b", .data = b, .grad = gb, .numel = N, .ndim = 1, .shape = { N }, .no_decay = 1 },
+    };
+    ssl_optim_config c = { .kind = SSL_OPTIM_ADAMW, .lr = 0.01f, .weight_decay = 0.05f,
+                           .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f };
+    ssl_optim *o = NULL;
+    const double scales[2] = { s, 1.0 };
+    int ok = ssl_optim_create(&o, &c, ps, 2, err) == SSL_OK &&
+             ssl_optim_set_lr_scales(o, scales, err) == SSL_OK;
+    CHECK(ok, "adamw scaled: %s", err);
+    if (ok) {
+        ssl_optim_step(o, (float)lr);
+        float wf[N], bf[N];
+        for (int j = 0; j < N; j++) {
+            wf[j] = (float)want[j];
+            bf[j] = (float)want_b[j];
+        }
+        CHECK_CLOSE(w, wf, N, 1e-7, 1e-6, "adamw lr scale 0.75^3 vs hand");
+        CHECK_CLOSE(b, bf, N, 1e-7, 1e-6, "adamw lr scale 1 vs hand");
+
+        /* bad scales are refused and leave the scales as they were */
+        const double neg[2] = { -1.0, 1.0 }, nan2[2] = { 1.0, NAN };
+        err[0] = 0;
+        CHECK(ssl_optim_set_lr_scales(o, neg, err) == SSL_EINVAL && strstr(err, "'w'"),
+              "negative scale: '%s'", err);
+        err[0] = 0;
+        CHECK(ssl_optim_set_lr_scales(o, nan2, err) == SSL_EINVAL && strstr(err, "'b'"),
+              "NaN scale: '%s'", err);
+        /* NULL: every scale back to 1, so the second step equals an unscaled optimizer's */
+        float w2[N], b2[N];
+        memcpy(w2, w, sizeof w);
+        memcpy(b2, b, sizeof b);
+        ssl_param ps2[2] = { ps[0], ps[1] };
+        ps2[0].data = w2;
+        ps2[1].data = b2;
+        ssl_optim *o2 = NULL;
+        ok = ssl_optim_set_lr_scales(o, NULL, err) == SSL_OK &&
+             ssl_optim_create(&o2, &c, ps2, 2, err) == SSL_OK;
+        CHECK(ok, "reset scales: %s", err);
+        if (ok) {
+            for (int i = 0; i < ssl_optim_state_count(o); i++) { /* the same moments */
+                ssl_buffer from = ssl_optim_state(o, i), to = ssl_optim_state(o2, i);
+                memcpy(to.data, from.data, sizeof(float) * (size_t)from.numel);
+            }
+            ssl_optim_set_steps(o2, 1);
+            ssl_optim_step(o, 0.02f);
+            ssl_optim_step(o2, 0.02f);
+            CHECK(!memcmp(w, w2, sizeof w) && !memcmp(b, b2, sizeof b),
+                  "scales reset by NULL still apply");
+        }
+        ssl_optim_free(o2);
+    }
+    ssl_optim_free(o);
+}
+
 int main(void)
 {
+    test_lr_scales();
     test_schedules();
     test_ema();
     test_state_names();

@@ -143,6 +143,12 @@ typedef struct ssl_method_ops {
     /* 1: the loss reads a convolutional feature map (ssl_encoder_forward_dense),
      * so ssl_method_create rejects a ViT encoder. */
     int needs_feature_map;
+    /* Optional (`selfsup show`): PNG pictures of what the method sees and
+     * predicts for images first .. first + n - 1 of ds (the split as
+     * stored), written into the existing folder out_dir; prints nothing.
+     * Without it, show draws the augmented views (src/eval/pictures.h). */
+    int (*show)(struct ssl_method *m, ssl_ctx *ctx, const ssl_dataset *ds, int first, int n,
+                const char *out_dir, char *err);
 } ssl_method_ops;
 
 /* A registry saved with the checkpoint under a name prefix ("teacher.") but
@@ -245,6 +251,9 @@ extern const ssl_method_ops ssl_method_dense;    /* patch-level contrast (VADeR 
 extern const ssl_method_ops ssl_method_colorization; /* Zhang, Isola & Efros 2016 */
 extern const ssl_method_ops ssl_method_inpainting;   /* context encoder (Pathak 2016) */
 extern const ssl_method_ops ssl_method_mae;          /* masked autoencoder (He 2021), ViT */
+extern const ssl_method_ops ssl_method_simmim;       /* SimMIM (Xie 2022), ViT */
+extern const ssl_method_ops ssl_method_beit;         /* BEiT (Bao 2021) with its own VQ tokenizer, ViT */
+extern const ssl_method_ops ssl_method_mocov3;       /* MoCo v3 (Chen, Xie & He 2021), ResNet or ViT */
 
 #ifdef __cplusplus
 }

@@ -39,6 +39,10 @@ int ssl_optim_create(ssl_optim **out, const ssl_optim_config *cfg, ssl_param *pa
 /* One step with learning rate lr (the schedule's value for this step). */
 void ssl_optim_step(ssl_optim *o, float lr);
 void ssl_optim_free(ssl_optim *o);
+/* Per-parameter learning-rate multipliers (layer-wise lr decay): param i
+ * steps with lr * scales[i], weight decay included, as a PyTorch param
+ * group's lr. scales (n_params), finite and >= 0, copied; NULL restores 1. */
+int ssl_optim_set_lr_scales(ssl_optim *o, const double *scales, char *err);
 
 /* State for checkpoints: named float buffers shaped like their param,
  * "optim.momentum.<name>" (SGD, LARS) or "optim.exp_avg.<name>" and

@@ -144,6 +144,107 @@ int ssl_eval_raw(const ssl_dataset *train, const ssl_dataset *test, uint64_t see
                  ssl_eval_row *row, char *err);
 void ssl_eval_print_table(FILE *f, const ssl_eval_row *rows, int n);
 
+/* ---- fine-tuning (src/train/finetune.c) ---- */
+/* Encoder + linear head trained end to end on the labels, after MAE's
+ * main_finetune.py: AdamW (0.9, 0.999), label-smoothed cross-entropy,
+ * warm-up + cosine per step, layer-wise lr decay; no mixup, cutmix, drop
+ * path or random erasing. The head reads ssl_encoder_forward's feature (a
+ * ViT's class token, not MAE's mean pooling). */
+typedef struct ssl_finetune_config {
+    int epochs;            /* 10 (used when steps == 0) */
+    int64_t steps;         /* total optimizer steps (0: epochs) */
+    int batch_size;        /* 256, at most the labelled images */
+    float lr;              /* base lr: peak = lr * batch / 256 (MAE's blr), 1e-3 */
+    float layer_decay;     /* layer i's lr x decay^(L - i): ViT 0.75, ResNet 1 (off) */
+    float weight_decay;    /* 0.05; none on no_decay params (biases, norms, tokens) */
+    float warmup_epochs;   /* 1 */
+    float label_smoothing; /* 0.1 */
+    float crop_scale_min;  /* random resized crop scale (min, 1) + flip; 0.5 */
+    int labels_per_class;  /* few labels: N images per class (0: all) */
+    float label_fraction;  /* or this fraction of each class (0: all) */
+    uint64_t seed;         /* loader order, augmentation and label subset */
+    int workers, log_every, quiet;
+    char out[512];         /* finetune.safetensors + finetune_log.jsonl; "": none */
+    char source[512];      /* the encoder's origin (checkpoint, "scratch"), logged */
+} ssl_finetune_config;
+
+/* Defaults of the encoder's kind (the values above). */
+void ssl_finetune_config_default(ssl_finetune_config *c, ssl_encoder_kind kind);
+/* L and each parameter's layer id for layer decay (MAE's lr_decay.py):
+ * ViT cls_token/pos_embed/patch_embed 0, blocks.i i+1, others (norm, head)
+ * L = depth+1; ResNet conv1/bn1 0, layerK K, others (fc) L = 5. */
+int ssl_finetune_num_layers(const ssl_encoder *e);
+int ssl_finetune_layer_id(const ssl_encoder *e, const char *name);
+/* A class-balanced labelled subset (per_class images of each class, or
+ * round(fraction * n_c) >= 1), picked with seed, in ds's order; one of
+ * per_class, fraction is > 0. Free out with ssl_dataset_free. */
+int ssl_dataset_label_subset(ssl_dataset *out, const ssl_dataset *ds, int per_class,
+                             float fraction, uint64_t seed, char *err);
+/* The encoder of a pretraining checkpoint (initialised here; free with
+ * ssl_encoder_free), and the run's config in cfg. */
+int ssl_finetune_load_encoder(const char *path, ssl_encoder *enc, ssl_train_config *cfg,
+                              char *err);
+
+/* One fine-tuning network: the encoder (borrowed, trained in place), its
+ * head ("head.*" as timm for a ViT, "fc.*" as torchvision for a ResNet)
+ * and AdamW over both with per-parameter lr scales. */
+typedef struct ssl_finetuner {
+    ssl_ctx *ctx;
+    ssl_encoder *enc;
+    int n_classes;
+    float label_smoothing;
+    ssl_registry head;
+    ssl_tensor head_w, head_b; /* (n_classes, feat_dim), (n_classes) */
+    ssl_param *params;         /* (n_params): the encoder's, then the head's */
+    double *lr_scales;         /* (n_params) layer_decay^(L - layer id) */
+    int n_params;
+    ssl_optim *opt;
+    ssl_graph g;
+    float *targets;            /* (cap, n_classes) smoothed one-hot targets */
+    int cap;
+} ssl_finetuner;
+
+/* Head init drawn from ctx->rng: ViT N(0, 2e-5) weight, zero bias (MAE);
+ * ResNet nn.Linear's default. */
+int ssl_finetuner_init(ssl_finetuner *ft, ssl_ctx *ctx, ssl_encoder *enc, int n_classes,
+                       const ssl_finetune_config *cfg);
+/* One step: x (B, in_channels, h, w) normalized NCHW, labels (B) in
+ * [0, n_classes); train-mode forward, loss, backward, AdamW at lr (param i
+ * at lr * lr_scales[i]). loss, correct (may be NULL): the batch's mean loss
+ * and top-1 hits before the step. */
+int ssl_finetuner_step(ssl_finetuner *ft, float *x, const int32_t *labels, int B, int h, int w,
+                       float lr, float *loss, int *correct);
+/* Top-1 on a labelled split, eval mode, no augmentation. */
+int ssl_finetuner_eval(ssl_finetuner *ft, const ssl_dataset *ds, int batch, double *top1);
+/* Encoder + head tensors, atomically; format "selfsup-finetune" version 1. */
+int ssl_finetuner_save(const ssl_finetuner *ft, const char *path, const ssl_finetune_config *cfg,
+                       int epoch, int64_t step, double test_top1, char *err);
+void ssl_finetuner_free(ssl_finetuner *ft);
+
+typedef struct ssl_finetune_epoch {
+    int epoch;                    /* 1-based */
+    int64_t step;
+    double train_loss, train_acc; /* means over the epoch's (augmented) batches */
+    double test_top1;             /* after the epoch (NaN without a test split) */
+    double lr, seconds;           /* last lr; time since the start */
+} ssl_finetune_epoch;
+
+typedef struct ssl_finetune_result {
+    int n_epochs;
+    ssl_finetune_epoch *epochs; /* (n_epochs); ssl_finetune_result_free */
+    int n_train;                /* labelled images trained on */
+    int64_t steps;
+    double test_top1, best_top1, seconds, img_per_s;
+    char checkpoint[600];       /* "" when cfg->out is "" */
+} ssl_finetune_result;
+
+/* Fine-tunes enc in place on train's labels (subset as cfg asks), testing
+ * on test (NULL: none) after each epoch. */
+int ssl_finetune(ssl_ctx *ctx, ssl_encoder *enc, const ssl_dataset *train,
+                 const ssl_dataset *test, const ssl_finetune_config *cfg,
+                 ssl_finetune_result *res);
+void ssl_finetune_result_free(ssl_finetune_result *res);
+
 #ifdef __cplusplus
 }
 #endif

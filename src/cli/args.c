@@ -78,6 +78,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
     ssl_train_config_default(&o->train);
     snprintf(o->protocol, sizeof o->protocol, "all");
     snprintf(o->split, sizeof o->split, "test");
+    o->layer_decay = o->label_smoothing = SSL_UNSET;
     ssl_train_config *t = &o->train;
     int image_size = 0, channels = 0, skip_bad = 0, holdout_set = 0; /* 0: not given */
     float holdout = 0;
@@ -104,6 +105,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         if (!strcmp(name, "--no-eval")) { o->no_eval = 1; continue; }
         if (!strcmp(name, "--quiet")) { t->quiet = 1; continue; }
         if (!strcmp(name, "--skip-bad-images")) { skip_bad = 1; continue; }
+        if (!strcmp(name, "--from-scratch")) { o->from_scratch = 1; continue; }
         if (eq) val = eq + 1;
         else if (i + 1 < argc) val = argv[++i];
         else return usage_err(cmd, "option '%s' needs a value%s", name, "");
@@ -137,6 +139,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         INT("--width", t->width, 1, 1024);
         INT("--patch-size", t->patch_size, 1, 1024);
         INT("--vit-depth", t->vit_depth, 0, 256);
+        if (!strcmp(name, "--epochs")) o->epochs_set = 1;
         INT("--epochs", t->epochs, 0, 100000);
         INT("--steps", t->steps, 0, 1000000000L);
         INT("--batch-size", t->batch_size, 2, 1 << 20);
@@ -150,7 +153,13 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         FLT("--momentum", t->momentum);
         FLT("--warmup-epochs", t->warmup_epochs);
         FLT("--time-budget", t->time_budget);
+        FLT("--layer-decay", o->layer_decay);
+        FLT("--label-smoothing", o->label_smoothing);
+        FLT("--label-fraction", o->label_fraction);
+        INT("--labels-per-class", o->labels_per_class, 1, 1L << 30);
         INT("--image-size", image_size, 1, 4096);
+        INT("--images", o->images, 1, 64);
+        INT("--first", o->first, 0, 0x7fffffffL);
         if (!strcmp(name, "--holdout")) holdout_set = 1;
         FLT("--holdout", holdout);
         if (!strcmp(name, "--channels")) {

@@ -20,6 +20,10 @@ typedef struct cli_opts {
     char split[16];     /* embed: train, test */
     char prefix[512];   /* embed: output prefix */
     char device[16];    /* --device cpu|ref|cuda */
+    int images, first;  /* show: --images N (0: the default), --first I */
+    /* finetune: SSL_UNSET (decay, smoothing) or 0 when not given */
+    float layer_decay, label_smoothing, label_fraction;
+    int labels_per_class, from_scratch, epochs_set;
     const char *positional;
     int data_set, arch_set; /* user overrode what a checkpoint says */
 } cli_opts;
@@ -45,5 +49,7 @@ int cmd_pretrain(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+int cmd_show(int argc, char **argv);
 
 #endif

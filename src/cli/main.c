@@ -7,9 +7,11 @@
 static const char usage[] =
     "usage: selfsup COMMAND [options]   (selfsup COMMAND --help for details)\n"
     "  pretrain   train an encoder without labels (default: SimCLR on Fashion-MNIST)\n"
+    "  finetune   train a checkpoint's encoder (or a fresh one) and a linear head on the labels\n"
     "  eval       k-NN and linear-probe accuracy of a checkpoint's frozen encoder\n"
     "  embed      write frozen features and labels to .npy files\n"
-    "  info       what a checkpoint holds\n";
+    "  info       what a checkpoint holds\n"
+    "  show       PNG pictures of what a checkpoint's method sees and predicts\n";
 
 int main(int argc, char **argv)
 {
@@ -19,9 +21,11 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "pretrain")) return cmd_pretrain(argc - 2, argv + 2);
+    if (!strcmp(cmd, "finetune")) return cmd_finetune(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
-    fprintf(stderr, "selfsup: unknown command '%s' (pretrain, eval, embed, info)\n", cmd);
+    if (!strcmp(cmd, "show")) return cmd_show(argc - 2, argv + 2);
+    fprintf(stderr, "selfsup: unknown command '%s' (pretrain, finetune, eval, embed, info, show)\n", cmd);
     return CLI_USAGE;
 }

@@ -38,6 +38,7 @@
  * Recipe: the paper trains with Adam (lr 3e-5, betas 0.9/0.99, weight decay
  * 1e-3) for 450k iterations; our runs are ~10^3 steps, so AdamW at lr 1e-3
  * (no batch scaling), weight decay 1e-3, no warm-up. */
+#include "eval/pictures.h"
 #include "lab.h"
 #include "pretext.h"
 #include "nn/graph_internal.h"
@@ -55,6 +56,7 @@
 #define PRIOR_MAX_IMAGES 10000
 #define MAX_UP 4
 #define HIST_SIDE 256         /* 1-unit ab histogram, a and b in -128..127 */
+#define ANNEAL_T 0.38f        /* the paper's annealed-mean temperature (pictures) */
 
 typedef struct colorization_state {
     ssl_ab_bins bins;
@@ -354,6 +356,19 @@ static void count_correct(colorization_state *s, const float *out, const int32_t
         }
 }
 
+/* Encoder on the lightness xl (B, 1, S, S), then the decoder -> logits
+ * (B, n_out, T, T) NCHW, T the side of the targets. */
+static ssl_tensor *decode(ssl_method *m, ssl_graph *g, ssl_tensor *xl, int S)
+{
+    colorization_state *s = m->state_ptr;
+    int sizes[8];
+    const int k = ssl_encoder_halvings(&m->encoder, S, sizes);
+    ssl_tensor *h = ssl_op_to_layout(g, ssl_encoder_forward_dense(g, &m->encoder, xl), SSL_LAYOUT_NCHW);
+    for (int t = 0; t < s->n_up; t++)
+        h = ssl_op_bn_act(g, ssl_upconv(g, h, &s->up_w[t], NULL, sizes[k - 1 - t]), &s->up_bn[t], NULL, 1);
+    return ssl_op_add_bias_channel(g, ssl_op_conv2d(g, h, &s->out_w, 1, 0), &s->out_b);
+}
+
 static ssl_tensor *colorization_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)
 {
     colorization_state *s = m->state_ptr;
@@ -364,7 +379,8 @@ static ssl_tensor *colorization_loss(ssl_method *m, ssl_graph *g, ssl_tensor *co
         return ssl_pretext_error(g, "colorization", "'ab_bins' holds a centre off the 10-unit ab grid");
     const int B = x->shape[0], S = x->shape[2];
     int sizes[8];
-    const int k = ssl_encoder_halvings(&m->encoder, S, sizes), T = sizes[2];
+    ssl_encoder_halvings(&m->encoder, S, sizes);
+    const int T = sizes[2];
     const long px = (long)S * S, tp = (long)T * T;
     int lshape[4] = {B, 1, S, S};
     ssl_tensor *xl = ssl_tensor_new(g, 4, lshape, SSL_LAYOUT_NCHW);
@@ -378,10 +394,7 @@ static ssl_tensor *colorization_loss(ssl_method *m, ssl_graph *g, ssl_tensor *co
         ssl_adaptive_avgpool(ab, 2, S, S, T, T, target + 2 * tp * b);
         make_labels(&s->bins, target + 2 * tp * b, tp, labels + tp * b);
     }
-    ssl_tensor *h = ssl_op_to_layout(g, ssl_encoder_forward_dense(g, &m->encoder, xl), SSL_LAYOUT_NCHW);
-    for (int t = 0; t < s->n_up; t++)
-        h = ssl_op_bn_act(g, ssl_upconv(g, h, &s->up_w[t], NULL, sizes[k - 1 - t]), &s->up_bn[t], NULL, 1);
-    ssl_tensor *out = ssl_op_add_bias_channel(g, ssl_op_conv2d(g, h, &s->out_w, 1, 0), &s->out_b);
+    ssl_tensor *out = decode(m, g, xl, S);
     if (!out) return NULL;
     if (out->layout != SSL_LAYOUT_NCHW || out->shape[1] != s->n_out || out->shape[2] != T || out->shape[3] != T)
         return ssl_pretext_error(g, "colorization", "the decoder's output does not match the targets");
@@ -410,6 +423,116 @@ static int colorization_metrics(const ssl_method *m, int64_t *correct, int64_t *
 
 static void colorization_free(ssl_method *m) { ssl_free(m->state_ptr); }
 
+/* F.interpolate(mode="bilinear", align_corners=False): x (c, h, w) -> y (c, oh, ow). */
+static void upsample_bilinear(const float *x, int c, int h, int w, int oh, int ow, float *y)
+{
+    for (int i = 0; i < oh; i++) {
+        double sy = ((double)i + 0.5) * h / oh - 0.5;
+        sy = sy < 0 ? 0 : sy;
+        int y0 = (int)sy, y1 = y0 + 1 < h ? y0 + 1 : h - 1;
+        double fy = sy - y0;
+        for (int j = 0; j < ow; j++) {
+            double sx = ((double)j + 0.5) * w / ow - 0.5;
+            sx = sx < 0 ? 0 : sx;
+            int x0 = (int)sx, x1 = x0 + 1 < w ? x0 + 1 : w - 1;
+            double fx = sx - x0;
+            for (int ch = 0; ch < c; ch++) {
+                const float *p = x + (long)ch * h * w;
+                double top = p[y0 * w + x0] * (1 - fx) + p[y0 * w + x1] * fx;
+                double bot = p[y1 * w + x0] * (1 - fx) + p[y1 * w + x1] * fx;
+                y[((long)ch * oh + i) * ow + j] = (float)(top * (1 - fy) + bot * fy);
+            }
+        }
+    }
+}
+
+int ssl_colorization_predict(ssl_method *m, ssl_ctx *ctx, const float *x, int n, int S,
+                             float *light, float *rgb, char *err)
+{
+    if (m->ops != &ssl_method_colorization || !m->state_ptr)
+        return ssl_fail(err, SSL_EINVAL, "colorization pictures need a model trained with --method colorization");
+    colorization_state *s = m->state_ptr;
+    if (!ssl_ab_bins_set(&s->bins, s->bin_buf, s->Q))
+        return ssl_fail(err, SSL_EINVAL, "colorization: 'ab_bins' holds a centre off the 10-unit ab grid");
+    int sizes[8];
+    ssl_encoder_halvings(&m->encoder, S, sizes);
+    const int T = sizes[2];
+    const long px = (long)S * S, tp = (long)T * T;
+    ssl_graph g;
+    ssl_graph_init(&g, ctx);
+    g.training = 0;
+    g.record = 0;
+    int lshape[4] = {n, 1, S, S};
+    ssl_tensor *xl = ssl_tensor_new(&g, 4, lshape, SSL_LAYOUT_NCHW);
+    float *ab = malloc(sizeof(float) * 2 * (size_t)(px > tp ? px : tp)), *abt = malloc(sizeof(float) * 2 * (size_t)tp);
+    int rc = xl && ab && abt ? SSL_OK : ssl_fail(err, SSL_ENOMEM, "colorization: out of memory for the pictures");
+    for (int b = 0; b < n && !rc; b++) {
+        ssl_colorization_lab_view(x + 3 * px * b, S, S, s->rgb_mean, s->rgb_std, s->l_mean, s->l_std,
+                                  xl->data + px * b, ab);
+        for (long i = 0; i < px; i++) light[px * b + i] = xl->data[px * b + i] * s->l_std + s->l_mean;
+    }
+    ssl_tensor *out = rc ? NULL : decode(m, &g, xl, S);
+    if (!rc && !out) rc = ssl_show_graph_error(ctx, err);
+    if (!rc && (out->layout != SSL_LAYOUT_NCHW || out->shape[1] != s->n_out || out->shape[2] != T || out->shape[3] != T))
+        rc = ssl_fail(err, SSL_ESHAPE, "colorization: the decoder's output does not match the targets");
+    for (int b = 0; b < n && !rc; b++) {
+        const float *o = out->data + (long)b * s->n_out * tp;
+        if (s->n_out == 2) /* regression: ab / 110 */
+            for (long i = 0; i < 2 * tp; i++) abt[i] = AB_NORM * o[i];
+        else
+            ssl_colorization_annealed_mean(o, s->Q, tp, &s->bins, ANNEAL_T, abt);
+        upsample_bilinear(abt, 2, T, T, S, S, ab);
+        for (long i = 0; i < px; i++) {
+            double c3[3];
+            ssl_lab_to_rgb(100.0 * light[px * b + i], ab[i], ab[px + i], c3);
+            for (int ch = 0; ch < 3; ch++) rgb[(3 * b + ch) * px + i] = (float)c3[ch];
+        }
+    }
+    free(ab);
+    free(abt);
+    ssl_graph_free(&g);
+    return rc;
+}
+
+/* colorization.png, per image: the lightness the encoder sees, that
+ * lightness with the predicted colour, and the original view. */
+static int colorization_show(ssl_method *m, ssl_ctx *ctx, const ssl_dataset *ds, int first, int n,
+                             const char *out_dir, char *err)
+{
+    if (ds->c != 3)
+        return ssl_fail(err, SSL_EINVAL, "colorization pictures need RGB images, %s has %d channel(s)", ds->source,
+                        ds->c);
+    ssl_aug a;
+    float *x = ssl_show_views(m, ds, first, n, &a, err);
+    if (!x) return SSL_EINVAL;
+    const int S = a.out_h;
+    const long px = (long)S * S;
+    float *light = malloc(sizeof(float) * (size_t)n * px), *rgb = malloc(sizeof(float) * 3 * (size_t)n * px);
+    int rc = S == a.out_w ? SSL_OK : ssl_fail(err, SSL_EINVAL, "colorization: views are not square");
+    if (!rc && (!light || !rgb)) rc = ssl_fail(err, SSL_ENOMEM, "colorization: out of memory for the pictures");
+    if (!rc) rc = ssl_colorization_predict(m, ctx, x, n, S, light, rgb, err);
+    ssl_show_layout l;
+    ssl_show_layout_init(&l, S, 0);
+    static const char *const titles[3] = {"lightness (input)", "predicted colour", "original"};
+    ssl_canvas cv = {0};
+    if (!rc) rc = ssl_show_canvas(&cv, &l, n, 3, titles, err);
+    for (int i = 0; i < n && !rc; i++) {
+        int x0, y0;
+        ssl_show_cell(&l, i, 0, &x0, &y0);
+        rc = ssl_canvas_paste(&cv, x0, y0, l.scale, light + i * px, 1, S, S, 0.0f, 1.0f, err);
+        ssl_show_cell(&l, i, 1, &x0, &y0);
+        if (!rc) rc = ssl_canvas_paste(&cv, x0, y0, l.scale, rgb + 3 * i * px, 3, S, S, 0.0f, 1.0f, err);
+        ssl_show_cell(&l, i, 2, &x0, &y0);
+        if (!rc) rc = ssl_show_paste(&cv, x0, y0, l.scale, x + 3 * i * px, 3, S, S, &a, err);
+    }
+    if (!rc) rc = ssl_show_write(&cv, out_dir, "colorization.png", err);
+    ssl_canvas_free(&cv);
+    free(light);
+    free(rgb);
+    ssl_free(x);
+    return rc;
+}
+
 const ssl_method_ops ssl_method_colorization = {
     .needs_feature_map = 1,
     .name = "colorization",
@@ -426,4 +549,5 @@ const ssl_method_ops ssl_method_colorization = {
     .encoder_channels = colorization_encoder_channels,
     .encoder_data = colorization_encoder_data,
     .fit_data = colorization_fit,
+    .show = colorization_show,
 };

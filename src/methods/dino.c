@@ -11,6 +11,8 @@
  * (norm_last_layer=True), frozen for the first freeze_last_layer_epochs. */
 #include "selfsup/method.h"
 #include "selfsup/optim.h"
+#include "nn/graph_internal.h"
+#include "ops/fastexp.h"
 
 #include <math.h>
 #include <string.h>
@@ -171,6 +173,43 @@ static double teacher_temp(const ssl_method *m)
            ((double)c->teacher_temp - c->warmup_teacher_temp) * (double)epoch / (double)(E - 1);
 }
 
+/* Centering and sharpening: q (rows, O) = softmax((t - center) / T) per row
+ * of t (rows, O), center (O). Float with the vectorised exp, as PyTorch's
+ * float32; rows split across threads (each row alone: any thread count
+ * gives the same q). */
+static void teacher_targets(ssl_graph *g, float *q, const float *t, const float *center, double T,
+                            int rows, int O)
+{
+    const float inv_t = (float)(1.0 / T);
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)rows * O >= SSL_PAR_MIN)
+    for (int i = 0; i < rows; i++) {
+        const float *ti = t + (long)i * O;
+        float *qi = q + (long)i * O;
+        for (int k = 0; k < O; k++) qi[k] = ti[k] - center[k];
+        double z = ssl_fast_exp_sum(qi, qi, ssl_fast_maxf(qi, O), inv_t, O);
+        float r = (float)(1.0 / z);
+        for (int k = 0; k < O; k++) qi[k] *= r;
+    }
+}
+
+/* The targets of student view v: the sum of q_i (B, O) over the teacher's
+ * crops i != v (ng of them, q (ng, B, O)), in sum (B, O) unless a single
+ * q_i is the whole sum. */
+static const float *view_targets(ssl_graph *g, float *sum, const float *q, int ng, int v, long BO)
+{
+    if (ng - (v < ng) == 1) return q + (v == 0 ? BO : 0);
+    int first = v == 0 ? 1 : 0;
+    const float *q0 = q + first * BO;
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (BO >= SSL_PAR_MIN)
+    for (long j = 0; j < BO; j++) {
+        float a = q0[j];
+        for (int i = first + 1; i < ng; i++)
+            if (i != v) a += q[i * BO + j];
+        sum[j] = a;
+    }
+    return sum;
+}
+
 static ssl_tensor *dino_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)
 {
     dino_state *s = m->state_ptr;
@@ -183,38 +222,36 @@ static ssl_tensor *dino_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vie
     g->record = r;
     ssl_tensor *st = head_forward(g, &s->student, ssl_method_encode_views(g, &m->encoder, views, n));
     if (!t || !st) return NULL;
-    /* centering and sharpening of the teacher, in double */
-    float *q = ssl_arena_alloc(&g->arena, sizeof(float) * (size_t)ng * B * O);
+    /* the teacher's targets q (ng, B, O), then per student view the sum of
+     * those it is paired with (sum (B, O)) */
+    const long BO = (long)B * O;
+    float *q = ssl_arena_alloc(&g->arena, sizeof(float) * (size_t)(ng + 1) * BO);
     if (!q) {
         ssl_ctx_fail(g->ctx, SSL_ENOMEM, "dino: out of memory for the teacher targets");
         return NULL;
     }
-    const double T = teacher_temp(m);
-    for (long i = 0; i < (long)ng * B; i++) {
-        const float *ti = t->data + i * O;
-        float *qi = q + i * O;
-        double mx = -INFINITY, z = 0;
-        for (int k = 0; k < O; k++) mx = fmax(mx, (ti[k] - (double)s->center[k]) / T);
-        for (int k = 0; k < O; k++) {
-            double e = exp((ti[k] - (double)s->center[k]) / T - mx);
-            qi[k] = (float)e;
-            z += e;
-        }
-        for (int k = 0; k < O; k++) qi[k] = (float)(qi[k] / z);
-    }
+    float *sum = q + ng * BO;
+    teacher_targets(g, q, t->data, s->center, teacher_temp(m), ng * B, O);
     s->t_out = t->data;
     s->t_rows = ng * B;
+    /* The pairs (teacher crop i, student view v != i) share v's soft_ce:
+     * cross-entropy is linear in its targets, so sum_i CE(s_v, q_i) =
+     * CE(s_v, sum_i q_i), and each student row's log-softmax is taken once.
+     * Views v >= ng all pair with every crop: their sum is made once (a
+     * soft_ce is done with its targets when it returns). */
     ssl_tensor *loss = NULL;
+    const float *shared = NULL;
     int terms = 0;
-    for (int i = 0; i < ng; i++)
-        for (int v = 0; v < n; v++) {
-            if (v == i) continue; /* the same view for teacher and student */
-            ssl_tensor *ce = ssl_op_soft_ce(g, ssl_op_slice_batch(g, st, v * B, B), q + (long)i * B * O,
-                                            c->temperature);
-            loss = loss ? ssl_op_add(g, loss, ce) : ce;
-            if (!loss) return NULL;
-            terms++;
-        }
+    for (int v = 0; v < n; v++) {
+        int pairs = ng - (v < ng); /* not the same view for teacher and student */
+        if (pairs < 1) continue;
+        const float *tv = v < ng ? view_targets(g, sum, q, ng, v, BO)
+                          : shared ? shared : (shared = view_targets(g, sum, q, ng, v, BO));
+        ssl_tensor *ce = ssl_op_soft_ce(g, ssl_op_slice_batch(g, st, v * B, B), tv, c->temperature);
+        loss = loss ? ssl_op_add(g, loss, ce) : ce;
+        if (!loss) return NULL;
+        terms += pairs;
+    }
     return ssl_op_scale(g, loss, 1.0f / (float)terms);
 }
 
@@ -228,6 +265,8 @@ static void dino_after_backward(ssl_method *m)
         memset(s->student.last.grad, 0, sizeof(float) * (size_t)ssl_tensor_numel(&s->student.last));
 }
 
+#define CENTER_COLS 512 /* 4 KB of double sums */
+
 static void dino_after_step(ssl_method *m)
 {
     dino_state *s = m->state_ptr;
@@ -239,12 +278,20 @@ static void dino_after_step(ssl_method *m)
     ssl_registry_ema(&s->teacher_head, &m->heads, tau);
     /* DINOLoss.update_center: EMA of the mean teacher output of this step */
     if (!s->t_out) return;
-    const int O = c->out_dim;
-    for (int k = 0; k < O; k++) {
-        double sum = 0;
-        for (int i = 0; i < s->t_rows; i++) sum += s->t_out[(long)i * O + k];
-        s->center[k] = (float)(s->center[k] * (double)c->center_momentum +
-                               sum / s->t_rows * (1.0 - (double)c->center_momentum));
+    /* column sums in row order, CENTER_COLS columns at a time so that the
+     * rows are read along their length */
+    const int O = c->out_dim, R = s->t_rows;
+    double sum[CENTER_COLS];
+    for (int k0 = 0; k0 < O; k0 += CENTER_COLS) {
+        int nk = O - k0 < CENTER_COLS ? O - k0 : CENTER_COLS;
+        memset(sum, 0, sizeof(double) * (size_t)nk);
+        for (int i = 0; i < R; i++) {
+            const float *row = s->t_out + (long)i * O + k0;
+            for (int j = 0; j < nk; j++) sum[j] += row[j];
+        }
+        for (int j = 0; j < nk; j++)
+            s->center[k0 + j] = (float)(s->center[k0 + j] * (double)c->center_momentum +
+                                        sum[j] / R * (1.0 - (double)c->center_momentum));
     }
     s->t_out = NULL;
 }

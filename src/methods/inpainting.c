@@ -42,6 +42,7 @@
  * Recipe: the paper's Adam at lr 2e-4 (batch 64, no decay): AdamW lr 2e-4
  * (no batch scaling), no weight decay, no warm-up (our AdamW's beta1 is
  * 0.9, the paper's 0.5). */
+#include "eval/pictures.h"
 #include "lab.h"
 #include "nn/graph_internal.h"
 #include "pretext.h"
@@ -49,6 +50,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_UP 6
@@ -227,6 +229,31 @@ static ssl_tensor *discriminate(ssl_graph *g, inpainting_state *s, ssl_tensor *x
     return h;
 }
 
+/* The random stream of batch row b's hole: (seed, step, b) in training,
+ * (seed, held-out marker, split index) in an evaluation. */
+static void mask_rng(const ssl_method *m, const inpainting_state *s, int b, ssl_rng *r)
+{
+    if (m->pretext_eval)
+        ssl_rng_derive(r, (uint64_t)s->seed, UINT64_MAX, (uint64_t)(m->pretext_eval_first + b));
+    else
+        ssl_rng_derive(r, (uint64_t)s->seed, (uint64_t)m->step, (uint64_t)b);
+}
+
+/* Encoder + decoder: masked views xin (B, C, S, S) -> (B, C, S, S) NCHW. */
+static ssl_tensor *decode(ssl_method *m, ssl_graph *g, ssl_tensor *xin, int S)
+{
+    inpainting_state *s = m->state_ptr;
+    int sizes[8];
+    const int k = ssl_encoder_halvings(&m->encoder, S, sizes);
+    ssl_tensor *y = ssl_op_to_layout(g, ssl_encoder_forward_dense(g, &m->encoder, xin), SSL_LAYOUT_NCHW);
+    for (int t = 0; t < s->n_up; t++) {
+        int last = t == s->n_up - 1;
+        y = ssl_upconv(g, y, &s->up_w[t], last ? &s->out_b : NULL, sizes[k - 1 - t]);
+        if (!last) y = ssl_op_bn_act(g, y, &s->up_bn[t], NULL, 1);
+    }
+    return y;
+}
+
 static ssl_tensor *inpainting_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *views)
 {
     inpainting_state *s = m->state_ptr;
@@ -242,10 +269,7 @@ static ssl_tensor *inpainting_loss(ssl_method *m, ssl_graph *g, ssl_tensor *cons
     s->masked = 0;
     for (int b = 0; b < B; b++) {
         ssl_rng r;
-        if (m->pretext_eval)
-            ssl_rng_derive(&r, (uint64_t)s->seed, UINT64_MAX, (uint64_t)(m->pretext_eval_first + b));
-        else
-            ssl_rng_derive(&r, (uint64_t)s->seed, (uint64_t)m->step, (uint64_t)b);
+        mask_rng(m, s, b, &r);
         float *mb = mask + px * b;
         ssl_inpainting_mask(&m->cfg, S, S, &r, mb);
         for (int c = 0; c < C; c++)
@@ -255,14 +279,7 @@ static ssl_tensor *inpainting_loss(ssl_method *m, ssl_graph *g, ssl_tensor *cons
                 s->masked += mb[i] > 0;
             }
     }
-    int sizes[8];
-    const int k = ssl_encoder_halvings(&m->encoder, S, sizes);
-    ssl_tensor *y = ssl_op_to_layout(g, ssl_encoder_forward_dense(g, &m->encoder, xin), SSL_LAYOUT_NCHW);
-    for (int t = 0; t < s->n_up; t++) {
-        int last = t == s->n_up - 1;
-        y = ssl_upconv(g, y, &s->up_w[t], last ? &s->out_b : NULL, sizes[k - 1 - t]);
-        if (!last) y = ssl_op_bn_act(g, y, &s->up_bn[t], NULL, 1);
-    }
+    ssl_tensor *y = decode(m, g, xin, S);
     if (!y) return NULL;
     if (y->layout != SSL_LAYOUT_NCHW || memcmp(y->shape, x->shape, sizeof(int) * 4))
         return ssl_pretext_error(g, "inpainting", "the decoder's output does not match the view");
@@ -291,6 +308,107 @@ static int inpainting_metrics(const ssl_method *m, int64_t *correct, int64_t *to
 
 static void inpainting_free(ssl_method *m) { ssl_free(m->state_ptr); }
 
+int ssl_inpainting_predict(ssl_method *m, ssl_ctx *ctx, const float *x, int n, int S,
+                           int64_t first, float *mask, float *input, float *out, char *err)
+{
+    if (m->ops != &ssl_method_inpainting || !m->state_ptr)
+        return ssl_fail(err, SSL_EINVAL, "inpainting pictures need a model trained with --method inpainting");
+    inpainting_state *s = m->state_ptr;
+    const int C = m->encoder.in_channels;
+    const long px = (long)S * S;
+    /* the held-out evaluation's holes for these images */
+    const int eval = m->pretext_eval;
+    const int64_t eval_first = m->pretext_eval_first;
+    m->pretext_eval = 1;
+    m->pretext_eval_first = first;
+    for (int b = 0; b < n; b++) {
+        ssl_rng r;
+        mask_rng(m, s, b, &r);
+        float *mb = mask + px * b;
+        ssl_inpainting_mask(&m->cfg, S, S, &r, mb);
+        for (int c = 0; c < C; c++)
+            for (long i = 0; i < px; i++) {
+                long o = ((long)b * C + c) * px + i;
+                input[o] = mb[i] > 0 ? 0.0f : x[o];
+            }
+    }
+    m->pretext_eval = eval;
+    m->pretext_eval_first = eval_first;
+    ssl_graph g;
+    ssl_graph_init(&g, ctx);
+    g.training = 0;
+    g.record = 0;
+    int shape[4] = {n, C, S, S};
+    ssl_tensor xin = ssl_tensor_wrap(input, NULL, 4, shape, SSL_LAYOUT_NCHW);
+    ssl_tensor *y = decode(m, &g, &xin, S);
+    int rc = SSL_OK;
+    if (!y) rc = ssl_show_graph_error(ctx, err);
+    else if (y->layout != SSL_LAYOUT_NCHW || memcmp(y->shape, shape, sizeof shape))
+        rc = ssl_fail(err, SSL_ESHAPE, "inpainting: the decoder's output does not match the view");
+    else memcpy(out, y->data, sizeof(float) * (size_t)n * C * px);
+    ssl_graph_free(&g);
+    return rc;
+}
+
+/* inpainting.png, per image: the masked view the encoder sees (the hole at
+ * the dataset mean), the view with the hole filled by the decoder's output
+ * (its mean squared error over the hole, in normalized units, under it),
+ * and the original view. */
+static int inpainting_show(ssl_method *m, ssl_ctx *ctx, const ssl_dataset *ds, int first, int n,
+                           const char *out_dir, char *err)
+{
+    ssl_aug a;
+    float *x = ssl_show_views(m, ds, first, n, &a, err);
+    if (!x) return SSL_EINVAL;
+    const int C = ds->c, S = a.out_h;
+    const long px = (long)S * S, img = C * px;
+    float *mask = malloc(sizeof(float) * (size_t)n * px), *input = malloc(sizeof(float) * (size_t)n * img);
+    float *out = malloc(sizeof(float) * (size_t)n * img), *fill = malloc(sizeof(float) * (size_t)img);
+    int rc = S == a.out_w ? SSL_OK : ssl_fail(err, SSL_EINVAL, "inpainting: views are not square");
+    if (!rc && C != m->encoder.in_channels)
+        rc = ssl_fail(err, SSL_EINVAL, "inpainting: %d-channel images, the encoder takes %d", C, m->encoder.in_channels);
+    if (!rc && (!mask || !input || !out || !fill))
+        rc = ssl_fail(err, SSL_ENOMEM, "inpainting: out of memory for the pictures");
+    if (!rc) rc = ssl_inpainting_predict(m, ctx, x, n, S, first, mask, input, out, err);
+    ssl_show_layout l;
+    ssl_show_layout_init(&l, S, 1);
+    static const char *const titles[3] = {"masked (input)", "inpainted", "original"};
+    ssl_canvas cv = {0};
+    if (!rc) rc = ssl_show_canvas(&cv, &l, n, 3, titles, err);
+    for (int i = 0; i < n && !rc; i++) {
+        const float *mb = mask + i * px, *xi = x + i * img, *oi = out + i * img;
+        double se = 0;
+        long holes = 0;
+        for (int c = 0; c < C; c++)
+            for (long k = 0; k < px; k++) {
+                fill[c * px + k] = mb[k] > 0 ? oi[c * px + k] : xi[c * px + k];
+                if (mb[k] > 0) {
+                    double d = (double)oi[c * px + k] - xi[c * px + k];
+                    se += d * d;
+                    holes++;
+                }
+            }
+        int x0, y0;
+        const float *col[3] = {input + i * img, fill, xi};
+        for (int k = 0; k < 3 && !rc; k++) {
+            ssl_show_cell(&l, i, k, &x0, &y0);
+            rc = ssl_show_paste(&cv, x0, y0, l.scale, col[k], C, S, S, &a, err);
+        }
+        char cap[48];
+        snprintf(cap, sizeof cap, "hole mse %.3f", holes ? se / holes : 0.0);
+        ssl_show_caption_at(&l, i, 1, 0, &x0, &y0);
+        ssl_canvas_text(&cv, x0, y0, 1, SSL_COLOR_BLACK, cap);
+    }
+    if (!rc) rc = ssl_show_write(&cv, out_dir, "inpainting.png", err);
+    ssl_canvas_free(&cv);
+    free(mask);
+    free(input);
+    free(out);
+    free(fill);
+    ssl_free(x);
+    return rc;
+}
+
 const ssl_method_ops ssl_method_inpainting = {
     .needs_feature_map = 1,
     .name = "inpainting",
@@ -305,4 +423,5 @@ const ssl_method_ops ssl_method_inpainting = {
     .loss = inpainting_loss,
     .free = inpainting_free,
     .pretext_metrics = inpainting_metrics,
+    .show = inpainting_show,
 };

@@ -30,9 +30,11 @@
  * (Caffe's defaults it trained with), no warm-up; its steps -> our cosine.
  * On RGB views 30% are turned gray (the paper's countermeasure against
  * chromatic aberration; its per-channel jitter is not done). */
+#include "eval/pictures.h"
 #include "pretext.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -260,6 +262,110 @@ static ssl_tensor *jigsaw_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *v
     return ssl_pretext_classify(m, g, &s->p, tiles, SSL_JIGSAW_TILES, labels);
 }
 
+int ssl_jigsaw_predict(ssl_method *m, ssl_ctx *ctx, const float *x, int n, int c, int S,
+                       int64_t first, int32_t *labels, float *tiles, int *cells, float *logits,
+                       char *err)
+{
+    if (m->ops != &ssl_method_jigsaw || !m->state_ptr)
+        return ssl_fail(err, SSL_EINVAL, "jigsaw pictures need a model trained with --method jigsaw");
+    jigsaw_state *s = m->state_ptr;
+    if (!load_perms(s))
+        return ssl_fail(err, SSL_EINVAL, "jigsaw: 'permutations' holds a row that is not a permutation of 0..8");
+    ssl_pretext_grid grid;
+    ssl_pretext_grid_jigsaw(S, &grid);
+    int rc = ssl_pretext_grid_check(&grid, "jigsaw", err);
+    if (rc) return rc;
+    const long img = (long)c * S * S, puzzle = (long)SSL_JIGSAW_TILES * c * grid.patch * grid.patch;
+    /* the held-out evaluation's puzzles for these images */
+    const int eval = m->pretext_eval;
+    const int64_t eval_first = m->pretext_eval_first;
+    m->pretext_eval = 1;
+    m->pretext_eval_first = first;
+    for (int b = 0; b < n; b++) {
+        ssl_rng r;
+        ssl_pretext_rng(m, &s->p, b, &r);
+        labels[b] = ssl_jigsaw_sample(&grid, s->perms, s->n_perms, &r, x + b * img, c, 1, tiles + b * puzzle,
+                                      cells + 2 * SSL_JIGSAW_TILES * b);
+    }
+    m->pretext_eval = eval;
+    m->pretext_eval_first = eval_first;
+    return ssl_show_classify(ctx, &m->encoder, &s->p.head, tiles, n, SSL_JIGSAW_TILES, c, grid.patch,
+                             grid.patch, logits, s->n_perms, err);
+}
+
+/* jigsaw.png, per image: the view with its 9 tiles outlined (gaps and
+ * jitter), the shuffled tiles as the encoder sees them (each normalized,
+ * shown over its own range) with the predicted permutation index and the
+ * true one, and the raw tiles put back in the order the PREDICTED
+ * permutation says (the view again when it is right; framed green / red). */
+static int jigsaw_show(ssl_method *m, ssl_ctx *ctx, const ssl_dataset *ds, int first, int n,
+                       const char *out_dir, char *err)
+{
+    jigsaw_state *s = m->state_ptr;
+    ssl_aug a;
+    float *x = ssl_show_views(m, ds, first, n, &a, err);
+    if (!x) return SSL_EINVAL;
+    const int c = ds->c, S = a.out_h, T = SSL_JIGSAW_TILES;
+    ssl_pretext_grid grid;
+    ssl_pretext_grid_jigsaw(S, &grid);
+    const int p = grid.patch;
+    const long tile = (long)c * p * p;
+    int *cells = malloc(sizeof(int) * 2 * T * (size_t)n);
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)n);
+    float *tiles = malloc(sizeof(float) * T * (size_t)n * (size_t)(tile > 0 ? tile : 1));
+    float *raw = malloc(sizeof(float) * (size_t)(tile > 0 ? tile : 1));
+    float *logits = malloc(sizeof(float) * (size_t)n * s->n_perms);
+    int rc = S == a.out_w ? SSL_OK : ssl_fail(err, SSL_EINVAL, "jigsaw: views are not square");
+    if (!rc && (!cells || !labels || !tiles || !raw || !logits))
+        rc = ssl_fail(err, SSL_ENOMEM, "jigsaw: out of memory for the pictures");
+    if (!rc) rc = ssl_jigsaw_predict(m, ctx, x, n, c, S, first, labels, tiles, cells, logits, err);
+    ssl_show_layout l;
+    ssl_show_layout_init(&l, S, 1);
+    static const char *const titles[3] = {"view, 9 tiles", "shuffled (input)", "put back by pred"};
+    ssl_canvas cv = {0};
+    if (!rc) rc = ssl_show_canvas(&cv, &l, n, 3, titles, err);
+    /* 3x3 arrangements of upscaled tiles in an image-sized box, gaps between */
+    const int ts = p * l.scale, gap = (l.img - 3 * ts) / 2 > 0 ? (l.img - 3 * ts) / 2 : 0;
+    for (int i = 0; i < n && !rc; i++) {
+        const float *z = logits + (long)i * s->n_perms;
+        int pred = 0, x0, y0;
+        for (int j = 1; j < s->n_perms; j++)
+            if (z[j] > z[pred]) pred = j;
+        const int *ci = cells + 2 * T * i;
+        ssl_show_cell(&l, i, 0, &x0, &y0);
+        rc = ssl_show_paste(&cv, x0, y0, l.scale, x + (long)i * c * S * S, c, S, S, &a, err);
+        for (int t = 0; t < T; t++)
+            ssl_canvas_frame(&cv, x0 + ci[2 * t + 1] * l.scale, y0 + ci[2 * t] * l.scale, ts, ts, 1, SSL_COLOR_BLUE);
+        for (int t = 0; t < T && !rc; t++) {
+            ssl_show_cell(&l, i, 1, &x0, &y0);
+            rc = ssl_canvas_paste(&cv, x0 + (t % 3) * (ts + gap), y0 + (t / 3) * (ts + gap), l.scale,
+                                  tiles + ((long)i * T + t) * tile, c, p, p, 0.0f, 0.0f, err);
+            /* shuffled position t holds, by the prediction, grid cell perms[pred][t] */
+            int k = s->perms[pred * T + t];
+            ssl_pretext_crop(x + (long)i * c * S * S, c, S, S, ci[2 * t], ci[2 * t + 1], p, p, raw);
+            ssl_show_cell(&l, i, 2, &x0, &y0);
+            if (!rc)
+                rc = ssl_show_paste(&cv, x0 + (k % 3) * (ts + gap), y0 + (k / 3) * (ts + gap), l.scale, raw, c, p,
+                                    p, &a, err);
+        }
+        ssl_show_cell(&l, i, 2, &x0, &y0);
+        ssl_show_mark(&cv, x0, y0, l.img, l.img, pred == labels[i]);
+        char cap[48];
+        snprintf(cap, sizeof cap, "pred %d true %d", pred, labels[i]);
+        ssl_show_caption_at(&l, i, 1, 0, &x0, &y0);
+        ssl_canvas_text(&cv, x0, y0, 1, SSL_COLOR_BLACK, cap);
+    }
+    if (!rc) rc = ssl_show_write(&cv, out_dir, "jigsaw.png", err);
+    ssl_canvas_free(&cv);
+    free(cells);
+    free(labels);
+    free(tiles);
+    free(raw);
+    free(logits);
+    ssl_free(x);
+    return rc;
+}
+
 static void jigsaw_free(ssl_method *m)
 {
     jigsaw_state *s = m->state_ptr;
@@ -280,4 +386,5 @@ const ssl_method_ops ssl_method_jigsaw = {
     .loss = jigsaw_loss,
     .free = jigsaw_free,
     .pretext_metrics = ssl_pretext_metrics,
+    .show = jigsaw_show,
 };

@@ -39,6 +39,7 @@
  * and width matter little for fine-tuning. mask_ratio 0.75 and
  * norm_pix_loss 1 are the paper's best. */
 #include "mae.h"
+#include "eval/pictures.h"
 #include "nn/graph_internal.h"
 
 #include <math.h>
@@ -471,6 +472,56 @@ int ssl_mae_method_reconstruct(ssl_method *m, ssl_ctx *ctx, const float *x, int 
     return rc;
 }
 
+/* mae.png as the paper's figures, per image: the view, the view with its
+ * removed patches gray (what the encoder does not see), the decoder's
+ * reconstruction of every patch, and the reconstruction with the visible
+ * patches pasted from the view. Masks are the held-out evaluation's. */
+static int mae_show(ssl_method *m, ssl_ctx *ctx, const ssl_dataset *ds, int first, int n,
+                    const char *out_dir, char *err)
+{
+    ssl_aug a;
+    float *x = ssl_show_views(m, ds, first, n, &a, err);
+    if (!x) return SSL_EINVAL;
+    const int C = ds->c, S = a.out_h;
+    const long px = (long)S * S, img = C * px;
+    float *mask = malloc(sizeof(float) * (size_t)n * px), *recon = malloc(sizeof(float) * (size_t)n * img);
+    float *d = malloc(sizeof(float) * 4 * (size_t)img); /* the 4 columns in display units */
+    float loss = 0;
+    int rc = S == a.out_w ? SSL_OK : ssl_fail(err, SSL_EINVAL, "mae: views are not square");
+    if (!rc && (!mask || !recon || !d)) rc = ssl_fail(err, SSL_ENOMEM, "mae: out of memory for the pictures");
+    if (!rc) rc = ssl_mae_method_reconstruct(m, ctx, x, n, first, mask, recon, &loss, err);
+    ssl_show_layout l;
+    ssl_show_layout_init(&l, S, 0);
+    char title[48];
+    snprintf(title, sizeof title, "recon, loss %.3f", loss);
+    const char *titles[4] = {"original", "masked", title, "recon + visible"};
+    ssl_canvas cv = {0};
+    if (!rc) rc = ssl_show_canvas(&cv, &l, n, 4, titles, err);
+    for (int i = 0; i < n && !rc; i++) {
+        const float *mi = mask + i * px;
+        ssl_show_denorm(x + i * img, C, px, &a, d);
+        ssl_show_denorm(recon + i * img, C, px, &a, d + 2 * img);
+        for (int c = 0; c < C; c++)
+            for (long k = 0; k < px; k++) {
+                const long o = c * px + k;
+                d[img + o] = mi[k] > 0 ? 0.5f : d[o];
+                d[3 * img + o] = mi[k] > 0 ? d[2 * img + o] : d[o];
+            }
+        for (int col = 0; col < 4 && !rc; col++) {
+            int x0, y0;
+            ssl_show_cell(&l, i, col, &x0, &y0);
+            rc = ssl_canvas_paste(&cv, x0, y0, l.scale, d + col * img, C, S, S, 0.0f, 1.0f, err);
+        }
+    }
+    if (!rc) rc = ssl_show_write(&cv, out_dir, "mae.png", err);
+    ssl_canvas_free(&cv);
+    free(mask);
+    free(recon);
+    free(d);
+    ssl_free(x);
+    return rc;
+}
+
 const ssl_method_ops ssl_method_mae = {
     .name = "mae",
     .summary = "MAE: encoder on 25% visible patches, transformer decoder predicts the removed ones' pixels",
@@ -484,4 +535,5 @@ const ssl_method_ops ssl_method_mae = {
     .loss = mae_loss,
     .free = mae_free,
     .pretext_metrics = mae_metrics,
+    .show = mae_show,
 };

@@ -9,7 +9,7 @@ static const ssl_method_ops *const methods[] = {
     &ssl_method_swav,   &ssl_method_dino, &ssl_method_barlow, &ssl_method_vicreg,
     &ssl_method_rotation, &ssl_method_jigsaw, &ssl_method_relloc,
     &ssl_method_dense, &ssl_method_colorization, &ssl_method_inpainting,
-    &ssl_method_mae, NULL};
+    &ssl_method_mae, &ssl_method_simmim, &ssl_method_beit, &ssl_method_mocov3, NULL};
 
 const ssl_method_ops *const *ssl_method_list(void) { return methods; }
 

@@ -20,6 +20,7 @@ struct ssl_optim {
     float *state;          /* one allocation for every state buffer */
     ssl_buffer *buffers;   /* (n_params * n_slots), param-major within a slot */
     char *names;           /* backing store of the buffers' names */
+    double *lr_scales;     /* (n_params) lr multipliers, 1 unless set */
     int64_t steps;
 };
 
@@ -110,11 +111,13 @@ int ssl_optim_create(ssl_optim **out, const ssl_optim_config *cfg, ssl_param *pa
     o->state = ssl_calloc((size_t)floats * sizeof(float));
     o->buffers = ssl_calloc((size_t)n_params * n_slots * sizeof(ssl_buffer));
     o->names = ssl_malloc(name_bytes);
-    if (!o->state || !o->buffers || !o->names) {
+    o->lr_scales = ssl_malloc((size_t)n_params * sizeof(double));
+    if (!o->state || !o->buffers || !o->names || !o->lr_scales) {
         ssl_optim_free(o);
         return ssl_fail(err, SSL_ENOMEM, "optimizer: out of memory for %lld state floats",
                         (long long)floats);
     }
+    for (int i = 0; i < n_params; i++) o->lr_scales[i] = 1.0;
     float *s_at = o->state;
     char *n_at = o->names;
     for (int s = 0; s < n_slots; s++) {
@@ -142,6 +145,7 @@ void ssl_optim_free(ssl_optim *o)
     ssl_free(o->state);
     ssl_free(o->buffers);
     ssl_free(o->names);
+    ssl_free(o->lr_scales);
     ssl_free(o);
 }
 
@@ -198,16 +202,17 @@ static void lars_param(const ssl_param *p, float *v, float lr, float mu, float w
     }
 }
 
-/* torch.optim.AdamW (1.13, single-tensor path). m, v (n). */
-static void adamw_param(const ssl_param *p, float *m, float *v, float lr, float wd,
+/* torch.optim.AdamW (1.13, single-tensor path). m, v (n). lr is a double
+ * as a param group's lr * lr_scale is in Python. */
+static void adamw_param(const ssl_param *p, float *m, float *v, double lr, float wd,
                         float b1, float b2, float eps, int64_t t)
 {
     float *w = p->data;
     const float *g = p->grad;
     int64_t n = p->numel;
-    float decay = (float)(1.0 - (double)lr * (p->no_decay ? 0.0 : (double)wd));
+    float decay = (float)(1.0 - lr * (p->no_decay ? 0.0 : (double)wd));
     float c1 = (float)(1.0 - (double)b1), c2 = (float)(1.0 - (double)b2);
-    float step_size = (float)((double)lr / (1.0 - pow((double)b1, (double)t)));
+    float step_size = (float)(lr / (1.0 - pow((double)b1, (double)t)));
     float bc2_sqrt = (float)sqrt(1.0 - pow((double)b2, (double)t));
 #pragma omp parallel for if (n >= OMP_MIN)
     for (int64_t i = 0; i < n; i++) {
@@ -227,19 +232,32 @@ void ssl_optim_step(ssl_optim *o, float lr)
     for (int i = 0; i < o->n_params; i++) {
         const ssl_param *p = &o->params[i];
         float *s0 = o->buffers[i].data;
+        /* a scale of 1 leaves lr exactly as given */
+        double lr_i = (double)lr * o->lr_scales[i];
         switch (c->kind) {
         case SSL_OPTIM_SGD:
-            sgd_param(p, s0, lr, c->momentum, p->no_decay ? 0.0f : c->weight_decay, c->nesterov);
+            sgd_param(p, s0, (float)lr_i, c->momentum, p->no_decay ? 0.0f : c->weight_decay,
+                      c->nesterov);
             break;
         case SSL_OPTIM_LARS:
-            lars_param(p, s0, lr, c->momentum, c->weight_decay, c->eta, c->nesterov);
+            lars_param(p, s0, (float)lr_i, c->momentum, c->weight_decay, c->eta, c->nesterov);
             break;
         case SSL_OPTIM_ADAMW:
-            adamw_param(p, s0, o->buffers[o->n_params + i].data, lr, c->weight_decay, c->beta1,
+            adamw_param(p, s0, o->buffers[o->n_params + i].data, lr_i, c->weight_decay, c->beta1,
                         c->beta2, c->eps, o->steps);
             break;
         }
     }
+}
+
+int ssl_optim_set_lr_scales(ssl_optim *o, const double *scales, char *err)
+{
+    for (int i = 0; scales && i < o->n_params; i++)
+        if (!(scales[i] >= 0 && isfinite(scales[i])))
+            return ssl_fail(err, SSL_EINVAL, "optimizer: lr scale %g of '%s' must be finite and >= 0",
+                            scales[i], o->params[i].name);
+    for (int i = 0; i < o->n_params; i++) o->lr_scales[i] = scales ? scales[i] : 1.0;
+    return SSL_OK;
 }
 
 int ssl_optim_state_count(const ssl_optim *o) { return o->n_params * o->n_slots; }
