@@ -45,6 +45,17 @@ void cli_json_eval(FILE *f, const ssl_eval_row *rows, int n);
 /* --protocol as SSL_EVAL_* flags; 0 when unknown. */
 int cli_protocols(const char *name);
 
+/* Rebuilds a checkpoint's method and networks (o->positional; --data and
+ * --arch options override what it says) and loads the weights; prints the
+ * error. */
+int cli_load_model(const char *cmd, const cli_opts *o, ssl_ctx *ctx, ssl_method *m,
+                   ssl_train_config *cfg, ssl_train_state *st);
+/* The train (1) or test (0) split of cfg->data, checked against the
+ * encoder's channels; image folders decode on `threads` threads (0: all
+ * cores); prints the error. */
+int cli_load_split(const char *cmd, const ssl_train_config *cfg, const ssl_method *m, int train,
+                   int threads, ssl_dataset *ds, char *err);
+
 int cmd_pretrain(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_embed(int argc, char **argv);

@@ -26,8 +26,7 @@ static const char info_usage[] =
     "usage: selfsup info CKPT [--json]\n"
     "Prints what a checkpoint holds: method, architecture, training state, tensors.\n";
 
-/* Rebuilds the run's method and networks and loads the weights. */
-static int load_model(const char *cmd, const cli_opts *o, ssl_ctx *ctx, ssl_method *m,
+int cli_load_model(const char *cmd, const cli_opts *o, ssl_ctx *ctx, ssl_method *m,
                       ssl_train_config *cfg, ssl_train_state *st)
 {
     int ch, side;
@@ -65,7 +64,7 @@ static int load_model(const char *cmd, const cli_opts *o, ssl_ctx *ctx, ssl_meth
 }
 
 /* threads: image folders decode on that many threads (0: all cores). */
-static int load_split(const char *cmd, const ssl_train_config *cfg, const ssl_method *m,
+int cli_load_split(const char *cmd, const ssl_train_config *cfg, const ssl_method *m,
                       int train, int threads, ssl_dataset *ds, char *err)
 {
     ssl_data_opts dopt;
@@ -107,9 +106,9 @@ int cmd_eval(int argc, char **argv)
     memset(&test, 0, sizeof test);
     ssl_eval_row rows[3];
     int n = 0;
-    rc = load_model("eval", &o, &ctx, &m, &cfg, &st);
-    if (!rc) rc = load_split("eval", &cfg, &m, 1, o.train.threads, &train, ctx.err);
-    if (!rc) rc = load_split("eval", &cfg, &m, 0, o.train.threads, &test, ctx.err);
+    rc = cli_load_model("eval", &o, &ctx, &m, &cfg, &st);
+    if (!rc) rc = cli_load_split("eval", &cfg, &m, 1, o.train.threads, &train, ctx.err);
+    if (!rc) rc = cli_load_split("eval", &cfg, &m, 0, o.train.threads, &test, ctx.err);
     if (rc) goto done;
     char label[64], arch[48];
     ssl_encoder_describe(&m.encoder, arch, sizeof arch);
@@ -158,8 +157,8 @@ int cmd_embed(int argc, char **argv)
     ssl_dataset ds;
     memset(&ds, 0, sizeof ds);
     float *feat = NULL;
-    rc = load_model("embed", &o, &ctx, &m, &cfg, &st);
-    if (!rc) rc = load_split("embed", &cfg, &m, train, o.train.threads, &ds, ctx.err);
+    rc = cli_load_model("embed", &o, &ctx, &m, &cfg, &st);
+    if (!rc) rc = cli_load_split("embed", &cfg, &m, train, o.train.threads, &ds, ctx.err);
     if (rc) goto done;
     int d = m.encoder.feat_dim;
     feat = ssl_malloc(sizeof(float) * (size_t)ds.n * d);

@@ -37,57 +37,6 @@ static const char show_usage[] =
     "  --threads N  --device dnnl|cpu|ref\n";
 
 /* Rebuilds the run's method and networks and loads the weights (as cmd_eval.c). */
-static int load_model(const char *cmd, const cli_opts *o, ssl_ctx *ctx, ssl_method *m,
-                      ssl_train_config *cfg, ssl_train_state *st)
-{
-    int ch, side;
-    if (!o->positional) {
-        cli_error(cmd, "needs a checkpoint path (see --help)");
-        return CLI_USAGE;
-    }
-    if (ssl_checkpoint_read_config(o->positional, cfg, &ch, &side, ctx->err)) {
-        cli_error(cmd, ctx->err);
-        return CLI_ERR;
-    }
-    if (o->data_set) snprintf(cfg->data, sizeof cfg->data, "%s", o->train.data);
-    const ssl_method_ops *ops = ssl_method_find(cfg->method);
-    ssl_encoder_config enc;
-    if (!ops) {
-        snprintf(ctx->err, SSL_ERR_LEN, "%s: method '%s' unknown to this build", o->positional, cfg->method);
-        cli_error(cmd, ctx->err);
-        return CLI_ERR;
-    }
-    if (ssl_train_encoder_config(cfg, ch, side, &enc, ctx->err) ||
-        ssl_method_create(m, ops, &cfg->mcfg, &enc, &ctx->rng, ctx->err) ||
-        ssl_checkpoint_load(o->positional, m, NULL, st, ctx->err)) {
-        cli_error(cmd, ctx->err);
-        return CLI_ERR;
-    }
-    return CLI_OK;
-}
-
-/* threads: image folders decode on that many threads (0: all cores). */
-static int load_split(const char *cmd, const ssl_train_config *cfg, const ssl_method *m,
-                      int train, int threads, ssl_dataset *ds, char *err)
-{
-    ssl_data_opts dopt;
-    ssl_data_opts_default(&dopt);
-    dopt.n_threads = threads;
-    if (ssl_dataset_load_opts(ds, cfg->data, train, &dopt, err)) {
-        cli_error(cmd, err);
-        return CLI_ERR;
-    }
-    /* (a method that converts the data for its encoder, colorization, checks it then) */
-    if (!m->ops->encoder_data && ds->c != m->encoder.in_channels) {
-        char msg[SSL_ERR_LEN];
-        snprintf(msg, sizeof msg, "%.300s has %d channels, the encoder takes %d", cfg->data, ds->c,
-                 m->encoder.in_channels);
-        cli_error(cmd, msg);
-        return CLI_ERR;
-    }
-    return CLI_OK;
-}
-
 /* Images first, first + stride, ... (n of them) of ds as a dataset of their own. */
 static int pick(const ssl_dataset *ds, int first, int n, ssl_dataset *sub, char *err)
 {
@@ -201,8 +150,8 @@ int cmd_show(int argc, char **argv)
     memset(&sub, 0, sizeof sub);
     char err[SSL_ERR_LEN];
     static png_list before, after;
-    rc = load_model("show", &o, &ctx, &m, &cfg, &st);
-    if (!rc) rc = load_split("show", &cfg, &m, train, o.train.threads, &ds, ctx.err);
+    rc = cli_load_model("show", &o, &ctx, &m, &cfg, &st);
+    if (!rc) rc = cli_load_split("show", &cfg, &m, train, o.train.threads, &ds, ctx.err);
     if (rc) goto done;
     if (o.first >= ds.n) {
         snprintf(err, sizeof err, "--first %d: the %s split has %d images", o.first, o.split, ds.n);
