@@ -76,6 +76,9 @@ expect_fail 1 "--temperature must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --t
 expect_fail 1 "--batch-size 4096 must be in" -- $SELFSUP pretrain "${SMALL[@]}" --batch-size 4096 --steps 1
 # bad method configurations: one line before any training step
 expect_fail 2 "--temperature: '-1' must be a non-negative number" -- $SELFSUP pretrain --method byol --temperature -1
+expect_fail 2 "--weight-decay: '-1' must be a non-negative number" -- $SELFSUP pretrain --weight-decay -1
+expect_fail 2 "--clip-grad: '-1' must be a non-negative number" -- $SELFSUP pretrain --method dino --clip-grad -1
+expect_fail 2 "--weight-decay-end and --clip-grad must be finite" -- $SELFSUP pretrain --weight-decay-end inf
 expect_fail 2 "--queue-size: '1.5' must be a non-negative integer" -- $SELFSUP pretrain --method moco --queue-size 1.5
 expect_fail 1 "--queue-size 1000 must be a multiple of the batch size 32" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --queue-size 1000 --steps 1
 expect_fail 1 "must be a multiple of the batch size" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --queue-size 40 --steps 1

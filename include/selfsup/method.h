@@ -89,6 +89,8 @@ typedef struct ssl_method_optim {
     const char *lr_scale;  /* sqrt, linear, none */
     float weight_decay, momentum, warmup_epochs;
     float beta2;           /* AdamW's second-moment decay (0: PyTorch's 0.999) */
+    float weight_decay_end; /* cosine schedule of the weight decay to this (0: constant) */
+    float clip_grad;        /* per-parameter gradient-norm clip as DINO's (0: off) */
 } ssl_method_optim;
 
 struct ssl_method;
@@ -98,6 +100,9 @@ typedef struct ssl_method_ops {
     const char *summary;  /* one line for --help */
     const char *defaults; /* its defaults, one line for --help and README */
     ssl_method_optim optim;
+    /* The recipe when the encoder is a ViT, whose papers train it differently
+     * (DINO: AdamW instead of SGD); optimizer NULL: .optim for every arch. */
+    ssl_method_optim optim_vit;
     /* Checks cfg (clear error before any work) and fills the defaults it owns. */
     int (*validate)(ssl_method_config *cfg, char *err);
     /* The views of one image for images of c x h x w: fills augs, returns

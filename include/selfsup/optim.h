@@ -43,6 +43,15 @@ void ssl_optim_free(ssl_optim *o);
  * steps with lr * scales[i], weight decay included, as a PyTorch param
  * group's lr. scales (n_params), finite and >= 0, copied; NULL restores 1. */
 int ssl_optim_set_lr_scales(ssl_optim *o, const double *scales, char *err);
+/* The weight decay of the decayed params from the next step on (a weight
+ * decay schedule, as main_dino.py sets param_groups[0]["weight_decay"]
+ * each iteration); no_decay params stay at 0. wd finite and >= 0. */
+void ssl_optim_set_weight_decay(ssl_optim *o, float wd);
+/* DINO's utils.clip_gradients: for each param, norm = ||grad||_2 (summed in
+ * double) and, when clip / (norm + 1e-6) < 1, grad *= that coefficient; each
+ * param is clipped on its own, not by the global norm. params (n), clip > 0.
+ * Returns the largest norm before clipping (0 when n is 0). */
+float ssl_clip_grad_per_param(ssl_param *params, int n, float clip);
 
 /* State for checkpoints: named float buffers shaped like their param,
  * "optim.momentum.<name>" (SGD, LARS) or "optim.exp_avg.<name>" and
@@ -67,6 +76,12 @@ float ssl_lr_scale_sqrt(float base_lr, int64_t batch);
 /* Cosine ramp of a teacher momentum from base to 1 (BYOL, DINO):
  * tau = 1 - (1 - base) * (cos(pi * step / total) + 1) / 2, step clamped to [0, total]. */
 float ssl_momentum_cosine(int64_t step, int64_t total_steps, float base);
+/* Cosine schedule of the weight decay from base (step 0) to final (step
+ * total_steps): final + (base - final) * (1 + cos(pi * step / total)) / 2,
+ * step clamped to [0, total]. DINO's utils.cosine_scheduler(base, final,
+ * epochs, niter_per_ep) without warm-up gives the same value at i =
+ * step < total (its length is total); it never reaches final itself. */
+float ssl_wd_cosine(int64_t step, int64_t total_steps, float base, float final);
 /* target = m*target + (1-m)*online; target, online (n). */
 void ssl_ema_update(float *target, const float *online, int64_t n, float m);
 

@@ -29,6 +29,8 @@ typedef struct ssl_train_config {
     float lr;              /* --lr: base learning rate, scaled by lr_scale */
     char lr_scale[8];      /* --lr-scale: sqrt (lr * sqrt(batch)), linear (lr * batch/256), none */
     float weight_decay;    /* --weight-decay */
+    float weight_decay_end;/* --weight-decay-end: cosine schedule of the weight decay to it (0: constant) */
+    float clip_grad;       /* --clip-grad: per-parameter gradient-norm clip, DINO's (0: off) */
     float momentum;        /* --momentum */
     float warmup_epochs;   /* --warmup-epochs */
     ssl_method_config mcfg;/* the method's hyperparameters (ssl_method_fields) */
@@ -45,12 +47,17 @@ typedef struct ssl_train_config {
 } ssl_train_config;
 
 /* Defaults: SimCLR on Fashion-MNIST, ResNet-18 small stem, width 16, batch
- * 256, 2 epochs; the optimizer recipe (optimizer, lr, lr_scale, weight decay,
- * momentum, warm-up), out (runs/<method>) and the method's hyperparameters
- * are left unset for ssl_train_config_resolve. */
+ * 256, 2 epochs; the optimizer recipe (optimizer, lr, lr_scale, weight decay
+ * and its end, momentum, warm-up, gradient clip), out (runs/<method>) and
+ * the method's hyperparameters are left unset for ssl_train_config_resolve. */
 void ssl_train_config_default(ssl_train_config *c);
-/* Fills what is unset from the method's recipe and checks option ranges. */
+/* Fills what is unset from the method's recipe (ops->optim_vit for a ViT
+ * when the method has one, else ops->optim) and checks option ranges. */
 int ssl_train_config_resolve(ssl_train_config *c, char *err);
+/* The recipe of ops for c's architecture: ops->optim_vit when c->arch is a
+ * ViT and the method has one, else ops->optim. */
+const ssl_method_optim *ssl_train_config_recipe(const ssl_train_config *c,
+                                                const ssl_method_ops *ops);
 /* Writes the config as one JSON object (no newline). */
 void ssl_train_config_json(const ssl_train_config *c, FILE *f);
 /* The encoder config the training config asks for, for images of

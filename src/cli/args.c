@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,8 +118,10 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
 #define INT(opt, dst, lo, hi) if (!strcmp(name, opt)) { \
             if (!parse_long(val, lo, hi, &v)) return usage_err(cmd, "%s: '%s' is not a valid integer in range", opt, val); \
             dst = v; continue; }
+/* no float option takes a negative value (and -1 is SSL_UNSET, "not given") */
 #define FLT(opt, dst) if (!strcmp(name, opt)) { \
-            if (!parse_float(val, &f)) return usage_err(cmd, "%s: '%s' is not a number", opt, val); \
+            if (!parse_float(val, &f) || !(f >= 0)) \
+                return usage_err(cmd, "%s: '%s' must be a non-negative number", opt, val); \
             dst = f; continue; }
         if (!strcmp(name, "--data")) o->data_set = 1;
         if (!strcmp(name, "--arch") || !strcmp(name, "--width") || !strcmp(name, "--patch-size") ||
@@ -150,6 +153,8 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         INT("--stop-after", t->stop_after, 0, 1000000000L);
         FLT("--lr", t->lr);
         FLT("--weight-decay", t->weight_decay);
+        FLT("--weight-decay-end", t->weight_decay_end);
+        FLT("--clip-grad", t->clip_grad);
         FLT("--momentum", t->momentum);
         FLT("--warmup-epochs", t->warmup_epochs);
         FLT("--time-budget", t->time_budget);
@@ -194,6 +199,9 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         (t->momentum != SSL_UNSET && !(t->momentum >= 0 && t->momentum < 1)) ||
         (t->warmup_epochs != SSL_UNSET && !(t->warmup_epochs >= 0)))
         return usage_err(cmd, "--lr must be > 0, --weight-decay and --warmup-epochs >= 0, --momentum in [0, 1)%s%s", "", "");
+    if ((t->weight_decay_end != SSL_UNSET && !(t->weight_decay_end >= 0 && isfinite(t->weight_decay_end))) ||
+        (t->clip_grad != SSL_UNSET && !(t->clip_grad >= 0 && isfinite(t->clip_grad))))
+        return usage_err(cmd, "--weight-decay-end and --clip-grad must be finite and >= 0%s%s", "", "");
     if (holdout_set && !(holdout >= 0 && holdout < 1))
         return usage_err(cmd, "--holdout must be in [0, 1)%s%s", "", "");
     if ((image_size || channels || skip_bad || holdout_set) && !o->data_set)

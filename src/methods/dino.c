@@ -259,8 +259,10 @@ static void dino_after_backward(ssl_method *m)
 {
     dino_state *s = m->state_ptr;
     /* cancel_gradients_last_layer: grad None while epoch < freeze_last_layer.
-     * Zeroing leaves SGD's weight decay on v, which only rescales rows that
-     * the weight norm divides out again. */
+     * Zeroing leaves the weight decay (SGD, AdamW) on v, which only rescales
+     * rows that the weight norm divides out again; AdamW's moments of a zero
+     * gradient stay 0, but its bias correction counts the frozen steps,
+     * where PyTorch's per-parameter step starts after the freeze. */
     if (m->step < ssl_method_epochs_to_steps(m, m->cfg.freeze_last_layer_epochs))
         memset(s->student.last.grad, 0, sizeof(float) * (size_t)ssl_tensor_numel(&s->student.last));
 }
@@ -311,11 +313,22 @@ const ssl_method_ops ssl_method_dino = {
     .defaults = "student temperature 0.1, teacher 0.04 (no warm-up), center momentum 0.9, head "
                 "2048-2048-256 -> 4096 (paper 65536: ImageNet), EMA 0.996 -> 1 cosine, last layer "
                 "frozen 1 epoch; crops 2 global (scale 0.14-1) + 8 local (3/7 side, scale 0.05-0.14); "
-                "SGD lr 0.03 x batch/256, wd 1e-4, 0.5 warm-up epochs",
+                "ResNet: SGD lr 0.03 x batch/256, wd 1e-4; ViT: AdamW lr 5e-4 x batch/256, wd 0.04 -> "
+                "0.4 cosine, per-parameter grad clip 3.0 (drop path 0.1 not implemented); both 0.5 "
+                "warm-up epochs",
     /* README's ResNet-50 command: SGD (momentum 0.9) lr 0.03 per 256, wd 1e-4
      * constant; 10 warm-up epochs there, 0.5 for our short runs. Its
-     * gradient clipping at 3.0 and min_lr 1e-6 are not reproduced. */
+     * gradient clipping at 3.0 (--clip-grad 3) and min_lr 1e-6 are not
+     * reproduced. */
     .optim = {"sgd", 0.03f, "linear", 1e-4f, 0.9f, 0.5f},
+    /* main_dino.py's argparse defaults, which train its ViTs: AdamW lr 5e-4
+     * per 256 images, weight decay on a cosine from 0.04 to 0.4 (biases and
+     * norms none), clip_gradients at 3.0; its 10 warm-up epochs suit 100+
+     * epoch runs, so 0.5 here as for the ResNet; min_lr 1e-6 (ours ends at
+     * 0) and drop path 0.1 are not reproduced. */
+    .optim_vit = {"adamw", 5e-4f, "linear", 0.04f, 0.9f,
+                  0.5f /* warm-up epochs */, 0.999f /* beta2 */, 0.4f /* wd end */,
+                  3.0f /* clip */},
     .validate = dino_validate,
     .views = dino_views,
     .init = dino_init,

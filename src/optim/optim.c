@@ -260,6 +260,33 @@ int ssl_optim_set_lr_scales(ssl_optim *o, const double *scales, char *err)
     return SSL_OK;
 }
 
+void ssl_optim_set_weight_decay(ssl_optim *o, float wd) { o->cfg.weight_decay = wd; }
+
+float ssl_clip_grad_per_param(ssl_param *params, int n, float clip)
+{
+    double largest = 0;
+    for (int i = 0; i < n; i++) {
+        float *g = params[i].grad;
+        int64_t numel = params[i].numel;
+        double ss = 0;
+#pragma omp parallel for reduction(+ : ss) if (numel >= OMP_MIN)
+        for (int64_t j = 0; j < numel; j++) ss += (double)g[j] * g[j];
+        double norm = sqrt(ss);
+        if (norm > largest) largest = norm;
+        /* utils.clip_gradients computes on float32 tensors: p.grad.norm(2),
+         * then clip / (norm + 1e-6), which PyTorch evaluates as
+         * (norm + 1e-6).reciprocal() * clip; the same float steps here (on
+         * the norm summed in double) round as PyTorch's. A NaN norm compares
+         * false: no clip, as there. */
+        float coef = (1.0f / ((float)norm + 1e-6f)) * clip;
+        if (coef < 1.0f) {
+#pragma omp parallel for if (numel >= OMP_MIN)
+            for (int64_t j = 0; j < numel; j++) g[j] *= coef;
+        }
+    }
+    return (float)largest;
+}
+
 int ssl_optim_state_count(const ssl_optim *o) { return o->n_params * o->n_slots; }
 
 ssl_buffer ssl_optim_state(const ssl_optim *o, int i)
@@ -273,3 +300,14 @@ ssl_buffer ssl_optim_state(const ssl_optim *o, int i)
 int64_t ssl_optim_steps(const ssl_optim *o) { return o->steps; }
 
 void ssl_optim_set_steps(ssl_optim *o, int64_t steps) { o->steps = steps > 0 ? steps : 0; }
+
+/* The schedule of the weight decay this file applies (the lr and momentum
+ * schedules are in schedule.c). */
+float ssl_wd_cosine(int64_t step, int64_t total_steps, float base, float final)
+{
+    if (total_steps <= 0) return base;
+    if (step < 0) step = 0;
+    if (step > total_steps) step = total_steps;
+    double c = cos(3.14159265358979323846 * (double)step / (double)total_steps);
+    return (float)((double)final + 0.5 * ((double)base - (double)final) * (1.0 + c));
+}

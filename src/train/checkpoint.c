@@ -180,6 +180,10 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
         NUM("batch_size", batch_size, int);
         NUM("lr", lr, float);
         NUM("weight_decay", weight_decay, float);
+        /* checkpoints from before these options trained without them */
+        cfg->weight_decay_end = cfg->clip_grad = 0;
+        NUM("weight_decay_end", weight_decay_end, float);
+        NUM("clip_grad", clip_grad, float);
         NUM("momentum", momentum, float);
         NUM("warmup_epochs", warmup_epochs, float);
         NUM("seed", seed, uint64_t);

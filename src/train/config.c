@@ -3,6 +3,7 @@
 #include "selfsup/train.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@ void ssl_train_config_default(ssl_train_config *c)
     /* optimizer, lr, lr_scale, weight decay, momentum, warm-up, out and the
      * method's hyperparameters: unset, the method's recipe fills them */
     c->lr = c->weight_decay = c->momentum = c->warmup_epochs = SSL_UNSET;
+    c->weight_decay_end = c->clip_grad = SSL_UNSET;
     ssl_method_config_unset(&c->mcfg);
     c->threads = 0;
     c->workers = 1;
@@ -28,18 +30,30 @@ void ssl_train_config_default(ssl_train_config *c)
     c->log_every = 20;
 }
 
+const ssl_method_optim *ssl_train_config_recipe(const ssl_train_config *c, const ssl_method_ops *ops)
+{
+    return !strncmp(c->arch, "vit", 3) && ops->optim_vit.optimizer ? &ops->optim_vit : &ops->optim;
+}
+
 int ssl_train_config_resolve(ssl_train_config *c, char *err)
 {
     const ssl_method_ops *ops = ssl_method_find(c->method);
     if (!ops) return ssl_fail(err, SSL_EINVAL, "--method '%s' unknown", c->method);
-    const ssl_method_optim *o = &ops->optim;
+    const ssl_method_optim *o = ssl_train_config_recipe(c, ops);
     if (!c->optimizer[0]) snprintf(c->optimizer, sizeof c->optimizer, "%s", o->optimizer);
     if (!c->lr_scale[0]) snprintf(c->lr_scale, sizeof c->lr_scale, "%s", o->lr_scale);
     if (c->lr == SSL_UNSET) c->lr = o->lr;
     if (c->weight_decay == SSL_UNSET) c->weight_decay = o->weight_decay;
+    if (c->weight_decay_end == SSL_UNSET) c->weight_decay_end = o->weight_decay_end;
+    if (c->clip_grad == SSL_UNSET) c->clip_grad = o->clip_grad;
     if (c->momentum == SSL_UNSET) c->momentum = o->momentum;
     if (c->warmup_epochs == SSL_UNSET) c->warmup_epochs = o->warmup_epochs;
     if (!c->out[0]) snprintf(c->out, sizeof c->out, "runs/%s", c->method);
+    if (!(c->weight_decay_end >= 0 && isfinite(c->weight_decay_end)))
+        return ssl_fail(err, SSL_EINVAL, "--weight-decay-end %g must be finite and >= 0",
+                        (double)c->weight_decay_end);
+    if (!(c->clip_grad >= 0 && isfinite(c->clip_grad)))
+        return ssl_fail(err, SSL_EINVAL, "--clip-grad %g must be finite and >= 0", (double)c->clip_grad);
     return ssl_method_config_check_ranges(&c->mcfg, err);
 }
 
@@ -60,9 +74,10 @@ void ssl_train_config_json(const ssl_train_config *c, FILE *f)
     ssl_json_write_string(f, c->pos_embed);
     fprintf(f, ",\"lr_scale\":");
     ssl_json_write_string(f, c->lr_scale);
-    fprintf(f, ",\"lr\":%.9g,\"weight_decay\":%.9g,\"momentum\":%.9g,\"warmup_epochs\":%.9g"
-               ",\"threads\":%d,\"seed\":%" PRIu64,
-            c->lr, c->weight_decay, c->momentum, c->warmup_epochs, c->threads, c->seed);
+    fprintf(f, ",\"lr\":%.9g,\"weight_decay\":%.9g,\"weight_decay_end\":%.9g,\"clip_grad\":%.9g"
+               ",\"momentum\":%.9g,\"warmup_epochs\":%.9g,\"threads\":%d,\"seed\":%" PRIu64,
+            c->lr, c->weight_decay, c->weight_decay_end, c->clip_grad, c->momentum,
+            c->warmup_epochs, c->threads, c->seed);
     for (int i = 0; i < ssl_method_n_fields; i++) {
         const ssl_method_field *fd = &ssl_method_fields[i];
         double v = ssl_method_field_get(&c->mcfg, fd);

@@ -37,7 +37,9 @@ static int optim_config(const ssl_train_config *c, ssl_optim_config *o, char *er
     o->eta = 0.001f;
     o->beta1 = 0.9f;
     const ssl_method_ops *ops = ssl_method_find(c->method);
-    o->beta2 = ops && ops->optim.beta2 > 0 ? ops->optim.beta2 : 0.999f; /* MAE: 0.95 */
+    /* the recipe of this arch (DINO's ViT one is AdamW) */
+    const ssl_method_optim *recipe = ops ? ssl_train_config_recipe(c, ops) : NULL;
+    o->beta2 = recipe && recipe->beta2 > 0 ? recipe->beta2 : 0.999f; /* MAE: 0.95 */
     o->eps = 1e-8f;
     if (!strcmp(c->optimizer, "lars")) o->kind = SSL_OPTIM_LARS;
     else if (!strcmp(c->optimizer, "sgd")) o->kind = SSL_OPTIM_SGD;
@@ -150,10 +152,17 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     snprintf(res->checkpoint, sizeof res->checkpoint, "%.500s/last.safetensors", cfg->out);
     char arch[48];
     ssl_encoder_describe(&m->encoder, arch, sizeof arch);
+    char recipe[96];
+    int at = snprintf(recipe, sizeof recipe, "%s lr %.3g wd %.3g", cfg->optimizer, peak_lr,
+                      cfg->weight_decay);
+    if (cfg->weight_decay_end > 0)
+        at += snprintf(recipe + at, sizeof recipe - at, "->%.3g", cfg->weight_decay_end);
+    if (cfg->clip_grad > 0)
+        snprintf(recipe + at, sizeof recipe - at, " clip %.3g", cfg->clip_grad);
     if (!cfg->quiet)
-        fprintf(stderr, "[%s] %s on %s: %d images, %d steps/epoch, %lld steps, batch %d x %d views, %d threads\n",
+        fprintf(stderr, "[%s] %s on %s: %d images, %d steps/epoch, %lld steps, batch %d x %d views, %d threads, %s\n",
                 ops->name, arch, cfg->data, train->n, spe, (long long)total,
-                cfg->batch_size, m->n_views, ctx->n_threads);
+                cfg->batch_size, m->n_views, ctx->n_threads, recipe);
 
     int64_t stop = cfg->stop_after > 0 && cfg->stop_after < total ? cfg->stop_after : total;
     const int B = cfg->batch_size;
@@ -198,8 +207,15 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
         ssl_registry_zero_grad(&m->heads);
         rc = ssl_graph_backward(&g, loss);
         if (rc) goto done;
+        /* main_dino.py's order: clip_gradients, then cancel_gradients_last_layer */
+        if (cfg->clip_grad > 0) ssl_clip_grad_per_param(params, np, cfg->clip_grad);
         if (ops->after_backward) ops->after_backward(m);
         float lr = ssl_lr_warmup_cosine(ts.step, warmup, total, peak_lr, 0.0f);
+        float wd = cfg->weight_decay;
+        if (cfg->weight_decay_end > 0) {
+            wd = ssl_wd_cosine(ts.step, total, cfg->weight_decay, cfg->weight_decay_end);
+            ssl_optim_set_weight_decay(opt, wd);
+        }
         ssl_optim_step(opt, lr);
         if (ops->after_step) ops->after_step(m);
         ts.step++;
@@ -228,15 +244,21 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
                 snprintf(acc_json, sizeof acc_json, ",\"pretext_acc\":%.4f", res->pretext_acc);
                 snprintf(acc_txt, sizeof acc_txt, " acc %.1f%%", 100 * res->pretext_acc);
             }
-            fprintf(log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6f%s,\"lr\":%.6g,\"img_per_s\":%.2f,"
+            /* a scheduled weight decay is shown (a constant one is in the config) */
+            char wd_json[32] = "", wd_txt[24] = "";
+            if (cfg->weight_decay_end > 0) {
+                snprintf(wd_json, sizeof wd_json, ",\"wd\":%.6g", wd);
+                snprintf(wd_txt, sizeof wd_txt, " wd %.3g", wd);
+            }
+            fprintf(log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6f%s,\"lr\":%.6g%s,\"img_per_s\":%.2f,"
                          "\"data_wait_frac\":%.4f,\"elapsed_s\":%.2f}\n",
-                    (long long)ts.step, (double)ts.step / spe, res->final_loss, acc_json, lr, ips,
-                    wait_sum / (now - t_int), now - t_start);
+                    (long long)ts.step, (double)ts.step / spe, res->final_loss, acc_json, lr, wd_json,
+                    ips, wait_sum / (now - t_int), now - t_start);
             fflush(log);
             if (!cfg->quiet)
-                fprintf(stderr, "[%s] ep %d/%d step %lld/%lld loss %.4f%s lr %.3g %.1f img/s data-wait %.1f%% ETA %s\n",
+                fprintf(stderr, "[%s] ep %d/%d step %lld/%lld loss %.4f%s lr %.3g%s %.1f img/s data-wait %.1f%% ETA %s\n",
                         ops->name, ts.epoch + (epoch_end ? 0 : 1), total_epochs, (long long)ts.step,
-                        (long long)total, res->final_loss, acc_txt, lr, ips,
+                        (long long)total, res->final_loss, acc_txt, lr, wd_txt, ips,
                         100.0 * wait_sum / (now - t_int), eta);
             t_int = now;
             loss_sum = wait_sum = 0;
