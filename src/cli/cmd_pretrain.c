@@ -175,10 +175,17 @@ int cmd_pretrain(int argc, char **argv)
             goto eval_fail;
     }
     if (o.json) {
-        printf("{\"method\":\"%s\",\"arch\":\"%s\",\"width\":%d,\"steps\":%lld,\"epochs\":%d,"
+        char enc_desc[48];
+        ssl_encoder_describe(&m.encoder, enc_desc, sizeof enc_desc);
+        printf("{\"method\":\"%s\",\"arch\":\"%s\",\"encoder\":", cfg.method, cfg.arch);
+        ssl_json_write_string(stdout, enc_desc);
+        /* width is a ResNet's; a ViT's shape is in "encoder" */
+        if (m.encoder.cfg.kind == SSL_ENC_VIT) printf(",\"width\":null");
+        else printf(",\"width\":%d", cfg.width);
+        printf(",\"steps\":%lld,\"epochs\":%d,"
                "\"train_seconds\":%.2f,\"img_per_s\":%.2f,\"final_loss\":%.5f,\"peak_rss_mb\":%.1f,"
                "\"checkpoint\":",
-               cfg.method, cfg.arch, cfg.width, (long long)res.steps, res.epochs_done, res.seconds,
+               (long long)res.steps, res.epochs_done, res.seconds,
                res.img_per_s, res.final_loss, res.peak_rss / 1048576.0);
         ssl_json_write_string(stdout, res.checkpoint);
         if (n_rows) {
