@@ -78,6 +78,7 @@ expect_fail 1 "--batch-size 4096 must be in" -- $SELFSUP pretrain "${SMALL[@]}" 
 expect_fail 2 "--temperature: '-1' must be a non-negative number" -- $SELFSUP pretrain --method byol --temperature -1
 expect_fail 2 "--weight-decay: '-1' must be a non-negative number" -- $SELFSUP pretrain --weight-decay -1
 expect_fail 2 "--clip-grad: '-1' must be a non-negative number" -- $SELFSUP pretrain --method dino --clip-grad -1
+expect_fail 2 "--knn-every: '-1' is not a valid integer" -- $SELFSUP pretrain --knn-every -1
 expect_fail 2 "--weight-decay-end and --clip-grad must be finite" -- $SELFSUP pretrain --weight-decay-end inf
 expect_fail 2 "--queue-size: '1.5' must be a non-negative integer" -- $SELFSUP pretrain --method moco --queue-size 1.5
 expect_fail 1 "--queue-size 1000 must be a multiple of the batch size 32" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --queue-size 1000 --steps 1
@@ -336,6 +337,22 @@ meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
 steps = int(meta["step"])
 assert 6 <= steps < 100000 and json.loads(meta["config"])["steps"] == steps, (steps, meta["config"])
 EOF
+
+# ---- --knn-every: k-NN lines at the epoch end (62 steps of 32) and at the
+# end of each run; a resume keeps the option and continues the clock ----
+if expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 70 --stop-after 66 --knn-every 1 --no-eval --out "$T/knn" &&
+    expect_ok $SELFSUP pretrain --resume "$T/knn/last.safetensors" --threads 2 --quiet --no-eval; then
+    $PY - "$T/knn/log.jsonl" "$T/knn/last.safetensors" <<'EOF' && ok || bad "--knn-every log lines"
+import json, struct, sys
+knn = [r for r in map(json.loads, open(sys.argv[1])) if r.get("event") == "knn"]
+assert [r["step"] for r in knn] == [62, 66, 70] and knn[0]["epoch"] == 1, knn
+assert all(0 <= r["knn_top1_k20"] <= 100 and 0 <= r["knn_top1_k200"] <= 100 and r["eval_seconds"] > 0 for r in knn), knn
+assert 0 < knn[0]["train_seconds"] < knn[1]["train_seconds"] < knn[2]["train_seconds"], knn
+b = open(sys.argv[2], "rb").read()
+meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
+assert json.loads(meta["config"])["knn_every"] == 1 and float(meta["train_seconds"]) > 0, meta
+EOF
+fi
 
 # ---- a NaN loss stops the run with an error and writes no checkpoint ----
 expect_fail 1 "loss is" -- $SELFSUP pretrain "${SMALL[@]}" --optimizer sgd --lr 3e38 --steps 10 --no-eval --out "$T/nan"

@@ -44,6 +44,8 @@ typedef struct ssl_train_config {
     int64_t stop_after;    /* --stop-after: stop (with a checkpoint) after this global step; 0 = no */
     double time_budget;    /* --time-budget: seconds of pretraining; the schedule is shortened
                               to the steps that fit, measured on the first steps; 0 = none */
+    int knn_every;         /* --knn-every: k-NN of the encoder every N epochs and at the end
+                              (ssl_pretrain_knn; time to accuracy); 0 = off */
 } ssl_train_config;
 
 /* Defaults: SimCLR on Fashion-MNIST, ResNet-18 small stem, width 16, batch
@@ -78,9 +80,23 @@ typedef struct ssl_train_result {
 } ssl_train_result;
 
 /* Trains (or resumes) and writes <out>/last.safetensors and <out>/log.jsonl.
- * m is created inside; the caller frees it with ssl_method_free. */
+ * m is created inside; the caller frees it with ssl_method_free.
+ * res->seconds leaves out the k-NN evaluations of ssl_pretrain_knn. */
 int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx *ctx,
                  ssl_method *m, ssl_train_result *res);
+/* ssl_pretrain that, with cfg->knn_every > 0, evaluates the encoder after
+ * every knn_every-th epoch and at the run's last step: ssl_eval_encoder's
+ * k-NN (k=20 and 200, T=0.1, eval mode) with the frozen features of all of
+ * knn_train as the bank and all of knn_test as queries (both labelled, the
+ * shape of train; as the encoder sees them, ssl_method_encoder_data). Each
+ * writes {"event":"knn","epoch","step","train_seconds","knn_top1_k20",
+ * "knn_top1_k200" (percent),"eff_rank","eval_seconds"} to log.jsonl and a
+ * line to stderr. train_seconds is the pretraining clock without any
+ * evaluation, continued from the checkpoint on a resume (time to accuracy).
+ * knn_train, knn_test may be NULL when knn_every is 0. */
+int ssl_pretrain_knn(const ssl_train_config *cfg, const ssl_dataset *train,
+                     const ssl_dataset *knn_train, const ssl_dataset *knn_test, ssl_ctx *ctx,
+                     ssl_method *m, ssl_train_result *res);
 
 /* ---- checkpoints (safetensors; format "selfsup-checkpoint" version 1) ---- */
 /* Encoder tensors use torchvision names; heads are prefixed ("projector.");
@@ -93,6 +109,15 @@ typedef struct ssl_train_state {
 
 int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl_method *m,
                         const ssl_optim *opt, const ssl_train_state *st, char *err);
+/* ssl_checkpoint_save that also records train_seconds (metadata
+ * "train_seconds"): the run's pretraining wall time so far without its
+ * evaluations, which a resumed run's clock continues from. */
+int ssl_checkpoint_save_timed(const char *path, const ssl_train_config *cfg, const ssl_method *m,
+                              const ssl_optim *opt, const ssl_train_state *st,
+                              double train_seconds, char *err);
+/* The train_seconds a checkpoint recorded, or -1 in *seconds when it has
+ * none (saved by ssl_checkpoint_save, or before the clock was recorded). */
+int ssl_checkpoint_train_seconds(const char *path, double *seconds, char *err);
 /* Reads the run's config (metadata "config") so that a resume or an eval
  * rebuilds the same networks; in_channels and img_size (a ViT's; 0 for a
  * ResNet; img_size may be NULL) from the metadata. */

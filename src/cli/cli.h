@@ -24,6 +24,7 @@ typedef struct cli_opts {
     /* finetune: SSL_UNSET (decay, smoothing) or 0 when not given */
     float layer_decay, label_smoothing, label_fraction;
     int labels_per_class, from_scratch, epochs_set;
+    int knn_every_set;  /* pretrain --resume: --knn-every given, overrides the run's */
     const char *positional;
     int data_set, arch_set; /* user overrode what a checkpoint says */
 } cli_opts;

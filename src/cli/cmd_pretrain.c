@@ -57,6 +57,12 @@ static const char usage[] =
     "                       schedule is shortened to the steps that fit (saved in the\n"
     "                       checkpoint, so a resume keeps it)\n"
     "  --log-every N        steps between progress lines (default 20)\n"
+    "  --knn-every N        every N epochs and at the end, k-NN of the encoder as the\n"
+    "                       final evaluation's (k=20 and 200, whole train split as the\n"
+    "                       bank, test split as queries) logged in log.jsonl as\n"
+    "                       {\"event\":\"knn\",...,\"train_seconds\":T}, T the training\n"
+    "                       time without any evaluation (time to accuracy); kept by\n"
+    "                       the checkpoint for a resume (default 0: off)\n"
     "  --no-eval            skip the evaluation\n"
     "  --baselines          also evaluate raw pixels and the random-init encoder\n"
     "  --protocol knn|linear|all  which evaluation to run (default all)\n"
@@ -110,6 +116,7 @@ int cmd_pretrain(int argc, char **argv)
         saved.quiet = cfg.quiet;
         saved.log_every = cfg.log_every;
         saved.stop_after = cfg.stop_after;
+        if (o.knn_every_set) saved.knn_every = cfg.knn_every;
         cfg = saved;
     }
     if (!ssl_method_find(cfg.method)) {
@@ -131,19 +138,22 @@ int cmd_pretrain(int argc, char **argv)
         return CLI_ERR;
     }
     /* Both splits before any work, so a bad test file (or a split without
-     * labels) fails fast. */
-    if (!o.no_eval && (rc = ssl_dataset_load_opts(&test, cfg.data, 0, &dopt, ctx.err))) {
+     * labels) fails fast. --knn-every evaluates during training: it needs
+     * them even with --no-eval. */
+    const int need_test = !o.no_eval || cfg.knn_every > 0;
+    if (need_test && (rc = ssl_dataset_load_opts(&test, cfg.data, 0, &dopt, ctx.err))) {
         if (rc == SSL_EINVAL) /* no test split: say how to go on without one */
             snprintf(ctx.err + strlen(ctx.err), SSL_ERR_LEN - strlen(ctx.err),
-                     "; --no-eval trains without evaluating");
+                     cfg.knn_every > 0 ? "; --knn-every needs it (0: off)" : "; --no-eval trains without evaluating");
         cli_error("pretrain", ctx.err);
         ssl_dataset_free(&train);
         ssl_ctx_free(&ctx);
         return CLI_ERR;
     }
-    if (!o.no_eval && (!train.labels || !test.labels)) {
+    if (need_test && (!train.labels || !test.labels)) {
         snprintf(ctx.err, SSL_ERR_LEN, "%.400s has no labels (a flat image folder): the evaluation "
-                 "needs class subfolders; --no-eval trains without it", cfg.data);
+                 "needs class subfolders; %s", cfg.data,
+                 cfg.knn_every > 0 ? "--knn-every needs them (0: off)" : "--no-eval trains without it");
         cli_error("pretrain", ctx.err);
         ssl_dataset_free(&train);
         ssl_dataset_free(&test);
@@ -155,7 +165,7 @@ int cmd_pretrain(int argc, char **argv)
     ssl_train_result res;
     ssl_eval_row rows[3];
     int n_rows = 0;
-    rc = ssl_pretrain(&cfg, &train, &ctx, &m, &res);
+    rc = ssl_pretrain_knn(&cfg, &train, &train, need_test ? &test : NULL, &ctx, &m, &res);
     if (rc) {
         cli_error("pretrain", ctx.err);
         rc = CLI_ERR;

@@ -41,10 +41,14 @@ static int add_registry(ssl_st_writer *w, const char *prefix, const ssl_registry
     return st;
 }
 
+static int check_format(const ssl_st_file *f, const char *path, char *err);
+
 static const char *stem_name(ssl_stem s) { return s == SSL_STEM_SMALL ? "small" : "imagenet"; }
 
-int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl_method *m,
-                        const ssl_optim *opt, const ssl_train_state *st, char *err)
+/* train_seconds < 0: not recorded. */
+static int checkpoint_write(const char *path, const ssl_train_config *cfg, const ssl_method *m,
+                            const ssl_optim *opt, const ssl_train_state *st, double train_seconds,
+                            char *err)
 {
     ssl_st_writer w;
     ssl_st_writer_init(&w);
@@ -95,11 +99,49 @@ int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl
     META("seed", buf);
     snprintf(buf, sizeof buf, "%" PRId64, opt ? ssl_optim_steps(opt) : (int64_t)0);
     META("optim_steps", buf);
+    if (train_seconds >= 0) {
+        snprintf(buf, sizeof buf, "%.3f", train_seconds);
+        META("train_seconds", buf);
+    }
     if (cfg_json) META("config", cfg_json);
 #undef META
     if (!rc) rc = ssl_st_write(&w, path, err);
     free(cfg_json);
     ssl_st_writer_free(&w);
+    return rc;
+}
+
+int ssl_checkpoint_save(const char *path, const ssl_train_config *cfg, const ssl_method *m,
+                        const ssl_optim *opt, const ssl_train_state *st, char *err)
+{
+    return checkpoint_write(path, cfg, m, opt, st, -1, err);
+}
+
+int ssl_checkpoint_save_timed(const char *path, const ssl_train_config *cfg, const ssl_method *m,
+                              const ssl_optim *opt, const ssl_train_state *st,
+                              double train_seconds, char *err)
+{
+    return checkpoint_write(path, cfg, m, opt, st, train_seconds >= 0 ? train_seconds : 0, err);
+}
+
+int ssl_checkpoint_train_seconds(const char *path, double *seconds, char *err)
+{
+    ssl_st_file f;
+    *seconds = -1;
+    int rc = ssl_st_load(&f, path, err);
+    if (rc) return rc;
+    rc = check_format(&f, path, err);
+    const char *v = rc ? NULL : ssl_st_meta(&f, "train_seconds");
+    if (v) {
+        char *end;
+        double x = strtod(v, &end);
+        if (end == v || *end || !(x >= 0 && x < 1e12))
+            rc = ssl_fail(err, SSL_EFORMAT, "%s: metadata 'train_seconds' = '%s' is out of range",
+                          path, v);
+        else
+            *seconds = x;
+    }
+    ssl_st_free(&f);
     return rc;
 }
 
@@ -187,6 +229,7 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
         NUM("momentum", momentum, float);
         NUM("warmup_epochs", warmup_epochs, float);
         NUM("seed", seed, uint64_t);
+        NUM("knn_every", knn_every, int); /* older checkpoints: 0, off */
 #undef NUM
         for (int i = 0; i < ssl_method_n_fields; i++) {
             const ssl_method_field *fd = &ssl_method_fields[i];

@@ -1,8 +1,10 @@
 /* The shared pretraining loop: loader threads feed augmented views, the
  * method gives a loss, the graph gives gradients, the optimizer steps on a
  * warm-up + cosine schedule. Progress lines go to stderr, metrics to
- * <out>/log.jsonl, checkpoints to <out>/last.safetensors at each epoch end. */
+ * <out>/log.jsonl, checkpoints to <out>/last.safetensors at each epoch end;
+ * optionally a k-NN evaluation every few epochs, kept off the clock. */
 #define _POSIX_C_SOURCE 200809L
+#include "selfsup/eval.h"
 #include "selfsup/train.h"
 
 #include <errno.h>
@@ -72,8 +74,61 @@ static int fit_budget(ssl_train_config *cfg, int64_t step, double elapsed, doubl
     return 1;
 }
 
-int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl_ctx *ctx,
+/* The splits of --knn-every: labelled, the images the encoder trains on. */
+static int check_knn_splits(const ssl_dataset *train, const ssl_dataset *bank,
+                            const ssl_dataset *queries, char *err)
+{
+    if (!bank || !queries || !bank->labels || !queries->labels)
+        return ssl_fail(err, SSL_EINVAL, "--knn-every needs labelled train and test splits");
+    const ssl_dataset *d[2] = {bank, queries};
+    for (int i = 0; i < 2; i++)
+        if (d[i]->c != train->c || d[i]->h != train->h || d[i]->w != train->w)
+            return ssl_fail(err, SSL_EINVAL, "--knn-every: the %s split is %dx%dx%d, the training images %dx%dx%d",
+                            i ? "test" : "train", d[i]->c, d[i]->h, d[i]->w, train->c, train->h, train->w);
+    if (bank->n < 200) /* k = 200 neighbours */
+        return ssl_fail(err, SSL_EINVAL, "--knn-every: k-NN with k=200 needs >= 200 labelled train images (%d)",
+                        bank->n);
+    return SSL_OK;
+}
+
+/* k-NN of m's encoder now, as the final evaluation does it (eval mode, no
+ * randomness: the training that follows is unchanged): one "knn" line to
+ * log and one to stderr. bank, queries: the splits as the encoder sees them.
+ * *eval_s: the seconds it took, which the caller keeps off the clock. */
+static int knn_report(ssl_ctx *ctx, ssl_method *m, const ssl_train_config *cfg,
+                      const ssl_dataset *bank, const ssl_dataset *queries, int64_t step, int spe,
+                      double train_s, FILE *log, double *eval_s)
+{
+    double t0 = ssl_time();
+    ssl_eval_row row;
+    memset(&row, 0, sizeof row);
+    row.protocols = SSL_EVAL_KNN;
+    int rc = ssl_eval_encoder(ctx, &m->encoder, bank, queries, cfg->seed, &row);
+    *eval_s = ssl_time() - t0;
+    if (rc) return rc;
+    char rank[32] = "null"; /* JSON has no NaN (wide encoders skip it) */
+    if (!isnan(row.eff_rank)) snprintf(rank, sizeof rank, "%.2f", row.eff_rank);
+    fprintf(log, "{\"event\":\"knn\",\"epoch\":%.6g,\"step\":%lld,\"train_seconds\":%.2f,"
+                 "\"knn_top1_k20\":%.2f,\"knn_top1_k200\":%.2f,\"eff_rank\":%s,\"eval_seconds\":%.2f}\n",
+            (double)step / spe, (long long)step, train_s, 100 * row.knn20, 100 * row.knn200, rank,
+            *eval_s);
+    fflush(log);
+    if (!cfg->quiet)
+        fprintf(stderr, "[%s] k-NN at epoch %.4g (step %lld, %.1f s of training): k=20 %.2f%% k=200 %.2f%% (%.1f s)\n",
+                cfg->method, (double)step / spe, (long long)step, train_s, 100 * row.knn20,
+                100 * row.knn200, *eval_s);
+    return SSL_OK;
+}
+
+int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx *ctx,
                  ssl_method *m, ssl_train_result *res)
+{
+    return ssl_pretrain_knn(cfg, train, NULL, NULL, ctx, m, res);
+}
+
+int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
+                     const ssl_dataset *knn_train, const ssl_dataset *knn_test, ssl_ctx *ctx,
+                     ssl_method *m, ssl_train_result *res)
 {
     /* The run's own copy: a time budget may fix its length (saved with it). */
     ssl_train_config run = *user_cfg;
@@ -105,6 +160,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
                         train->w);
     rc = ssl_train_encoder_config(cfg, enc_channels, train->h, &enc, err);
     if (rc) return rc;
+    if (cfg->knn_every > 0 && (rc = check_knn_splits(train, knn_train, knn_test, err))) return rc;
     rc = ssl_method_create(m, ops, &cfg->mcfg, &enc, &ctx->rng, err);
     if (!rc) rc = ssl_method_setup_run(m, train->h, train->w, cfg->batch_size, err);
     if (!rc && ops->fit_data && !cfg->resume[0]) rc = ops->fit_data(m, train, err);
@@ -122,16 +178,34 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
     FILE *log = NULL;
     ssl_graph g;
     ssl_graph_init(&g, ctx);
+    /* the k-NN splits as the encoder sees them (colorization: converted once) */
+    ssl_dataset bank_tmp, queries_tmp;
+    memset(&bank_tmp, 0, sizeof bank_tmp);
+    memset(&queries_tmp, 0, sizeof queries_tmp);
+    const ssl_dataset *bank = NULL, *queries = NULL;
     if (!params) { rc = ssl_fail(err, SSL_ENOMEM, "out of memory"); goto done; }
+    if (cfg->knn_every > 0) {
+        bank = ssl_method_encoder_data(ops, knn_train, &bank_tmp, err);
+        queries = bank ? ssl_method_encoder_data(ops, knn_test, &queries_tmp, err) : NULL;
+        if (!queries) { rc = SSL_EINVAL; goto done; }
+    }
     memcpy(params, m->encoder.reg->params, sizeof(ssl_param) * m->encoder.reg->n_params);
     memcpy(params + m->encoder.reg->n_params, m->heads.params, sizeof(ssl_param) * m->heads.n_params);
     rc = ssl_optim_create(&opt, &ocfg, params, np, err);
     if (rc) goto done;
 
     ssl_train_state ts = {0, 0, 0, cfg->seed};
+    double clock0 = 0; /* training seconds before this run: a resume goes on from its checkpoint's */
     if (cfg->resume[0]) {
         rc = ssl_checkpoint_load(cfg->resume, m, opt, &ts, err);
+        if (!rc) rc = ssl_checkpoint_train_seconds(cfg->resume, &clock0, err);
         if (rc) goto done;
+        if (clock0 < 0) {
+            clock0 = 0;
+            if (cfg->knn_every > 0 && !cfg->quiet)
+                fprintf(stderr, "[%s] %s holds no training time: the k-NN lines' train_seconds count from 0 at the resume\n",
+                        ops->name, cfg->resume);
+        }
     }
     rc = ssl_loader_create(&loader, train, m->augs, m->n_views, cfg->batch_size, ts.seed,
                            cfg->workers > 0 ? cfg->workers : 1, err);
@@ -166,7 +240,9 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
 
     int64_t stop = cfg->stop_after > 0 && cfg->stop_after < total ? cfg->stop_after : total;
     const int B = cfg->batch_size;
-    double t_start = ssl_time(), t_int = t_start, t_first = t_start, loss_sum = 0, wait_sum = 0;
+    /* The clock leaves out the k-NN evaluations (eval_s): time to accuracy
+     * counts training alone; rates and ETA follow it. */
+    double t_start = ssl_time(), t_int = t_start, t_first = 0, loss_sum = 0, wait_sum = 0, eval_s = 0;
     int64_t first_step = ts.step;
     /* Pretext tasks: their accuracy over the interval, summed as counts. */
     int64_t pt_correct = 0, pt_total = 0;
@@ -219,11 +295,13 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
         ssl_optim_step(opt, lr);
         if (ops->after_step) ops->after_step(m);
         ts.step++;
-        if (ts.step - first_step == 1) t_first = ssl_time();
-        if (cfg->time_budget > 0 && ts.step - first_step == 6 && !cfg->resume[0] &&
-            fit_budget(cfg, ts.step, ssl_time() - t_start, (ssl_time() - t_first) / 5, spe, &total)) {
-            if (stop > total) stop = total;
-            total_epochs = (int)((total + spe - 1) / spe);
+        if (ts.step - first_step == 1) t_first = ssl_time() - t_start - eval_s;
+        if (cfg->time_budget > 0 && ts.step - first_step == 6 && !cfg->resume[0]) {
+            double trained = ssl_time() - t_start - eval_s;
+            if (fit_budget(cfg, ts.step, trained, (trained - t_first) / 5, spe, &total)) {
+                if (stop > total) stop = total;
+                total_epochs = (int)((total + spe - 1) / spe);
+            }
         }
         ts.epoch = epoch;
         ts.step_in_epoch = sie + 1;
@@ -233,7 +311,7 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
         int epoch_end = ts.step_in_epoch == 0;
         if (n_int == cfg->log_every || ts.step == stop || epoch_end) {
             double now = ssl_time(), ips = (double)n_int * B / (now - t_int);
-            double rate = (double)(ts.step - first_step) / (now - t_start);
+            double rate = (double)(ts.step - first_step) / (now - t_start - eval_s);
             char eta[32];
             fmt_eta(eta, sizeof eta, (double)(stop - ts.step) / rate);
             res->final_loss = loss_sum / n_int;
@@ -266,17 +344,27 @@ int ssl_pretrain(const ssl_train_config *user_cfg, const ssl_dataset *train, ssl
             pt_correct = pt_total = 0;
         }
         if (epoch_end || ts.step == stop) {
-            rc = ssl_checkpoint_save(res->checkpoint, cfg, m, opt, &ts, err);
+            double clock = clock0 + (ssl_time() - t_start - eval_s);
+            rc = ssl_checkpoint_save_timed(res->checkpoint, cfg, m, opt, &ts, clock, err);
             if (rc) goto done;
+            if (cfg->knn_every > 0 && ((epoch_end && ts.epoch % cfg->knn_every == 0) || ts.step == stop)) {
+                double dt;
+                rc = knn_report(ctx, m, cfg, bank, queries, ts.step, spe, clock, log, &dt);
+                eval_s += dt;
+                if (rc) goto done;
+                t_int = ssl_time(); /* the next interval's rate is training alone */
+            }
         }
     }
     res->steps = ts.step;
     res->epochs_done = ts.epoch;
-    res->seconds = ssl_time() - t_start;
+    res->seconds = ssl_time() - t_start - eval_s;
     res->img_per_s = res->seconds > 0 ? (double)(ts.step - first_step) * B / res->seconds : 0;
     res->peak_rss = ssl_peak_rss();
 done:
     if (log) fclose(log);
+    ssl_dataset_free(&bank_tmp);
+    ssl_dataset_free(&queries_tmp);
     m->geo = NULL; /* the loader's memory */
     ssl_loader_free(loader);
     ssl_optim_free(opt);
