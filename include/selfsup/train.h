@@ -277,6 +277,12 @@ int ssl_finetune(ssl_ctx *ctx, ssl_encoder *enc, const ssl_dataset *train,
                  ssl_finetune_result *res);
 void ssl_finetune_result_free(ssl_finetune_result *res);
 
+/* Shared by the pretraining and fine-tuning loops: creates folder path and
+ * its parents (existing ones are fine); "--out PATH: ..." on failure. */
+int ssl_train_make_dir(const char *path, char *err);
+/* s seconds as "1h02m" or "3m05s" into buf (n bytes); NaN, < 0 or huge: 0. */
+void ssl_train_fmt_eta(char *buf, size_t n, double s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -439,30 +439,6 @@ int ssl_finetuner_save(const ssl_finetuner *ft, const char *path, const ssl_fine
 
 /* ---- the loop ---- */
 
-static int make_dir(const char *path, char *err)
-{
-    char tmp[512];
-    snprintf(tmp, sizeof tmp, "%.511s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) && errno != EEXIST) goto fail;
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) && errno != EEXIST) goto fail;
-    return SSL_OK;
-fail:
-    return ssl_fail(err, SSL_EIO, "--out %s: cannot create folder: %s", path, strerror(errno));
-}
-
-static void fmt_eta(char *buf, size_t n, double s)
-{
-    if (!(s >= 0) || s > 1e7) s = 0;
-    int h = (int)(s / 3600), mi = (int)(fmod(s, 3600) / 60), se = (int)fmod(s, 60);
-    if (h) snprintf(buf, n, "%dh%02dm", h, mi);
-    else snprintf(buf, n, "%dm%02ds", mi, se);
-}
-
 static void json_num(FILE *f, const char *key, double v, const char *fmt)
 {
     fprintf(f, ",\"%s\":", key);
@@ -531,7 +507,7 @@ int ssl_finetune(ssl_ctx *ctx, ssl_encoder *enc, const ssl_dataset *train,
     res->epochs = calloc((size_t)n_epochs, sizeof *res->epochs);
     if (!res->epochs) { rc = ssl_fail(err, SSL_ENOMEM, "out of memory"); goto done; }
     if (cfg->out[0]) {
-        if ((rc = make_dir(cfg->out, err))) goto done;
+        if ((rc = ssl_train_make_dir(cfg->out, err))) goto done;
         snprintf(path, sizeof path, "%.500s/finetune_log.jsonl", cfg->out);
         log = fopen(path, "w");
         if (!log) { rc = ssl_fail(err, SSL_EIO, "%s: cannot open for writing: %s", path, strerror(errno)); goto done; }
@@ -572,7 +548,7 @@ int ssl_finetune(ssl_ctx *ctx, ssl_encoder *enc, const ssl_dataset *train,
         if (!cfg->quiet && (n_int == cfg->log_every || epoch_end)) {
             double now = ssl_time(), rate = (double)step / (now - t0);
             char eta[32];
-            fmt_eta(eta, sizeof eta, (double)(total - step) / rate);
+            ssl_train_fmt_eta(eta, sizeof eta, (double)(total - step) / rate);
             fprintf(stderr, "[finetune] ep %d/%d step %lld/%lld loss %.4f acc %.1f%% lr %.3g %.1f img/s ETA %s\n",
                     epoch + 1, n_epochs, (long long)step, (long long)total, int_loss / n_int,
                     100.0 * int_hits / ((double)n_int * B), (double)lr, (double)n_int * B / (now - t_int), eta);

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int make_dir(const char *path, char *err)
+int ssl_train_make_dir(const char *path, char *err)
 {
     char tmp[512];
     snprintf(tmp, sizeof tmp, "%.511s", path);
@@ -50,7 +50,7 @@ static int optim_config(const ssl_train_config *c, ssl_optim_config *o, char *er
     return SSL_OK;
 }
 
-static void fmt_eta(char *buf, size_t n, double s)
+void ssl_train_fmt_eta(char *buf, size_t n, double s)
 {
     if (!(s >= 0) || s > 1e7) s = 0;
     int h = (int)(s / 3600), mi = (int)(fmod(s, 3600) / 60), se = (int)fmod(s, 60);
@@ -167,7 +167,7 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
     if (rc) return rc;
     cfg->mcfg = m->cfg; /* with the method's defaults filled: saved with the run */
     m->steps_per_epoch = train->n / cfg->batch_size;
-    rc = make_dir(cfg->out, err);
+    rc = ssl_train_make_dir(cfg->out, err);
     if (rc) return rc;
 
     /* All trainable parameters, encoder first, for the optimizer. */
@@ -313,7 +313,7 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
             double now = ssl_time(), ips = (double)n_int * B / (now - t_int);
             double rate = (double)(ts.step - first_step) / (now - t_start - eval_s);
             char eta[32];
-            fmt_eta(eta, sizeof eta, (double)(stop - ts.step) / rate);
+            ssl_train_fmt_eta(eta, sizeof eta, (double)(stop - ts.step) / rate);
             res->final_loss = loss_sum / n_int;
             /* pretext accuracy (only for methods that have one: others' lines are unchanged) */
             char acc_json[48] = "", acc_txt[32] = "";
