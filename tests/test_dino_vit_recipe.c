@@ -10,6 +10,7 @@
 #include "check.h"
 #include "golden.h"
 #include "selfsup/io.h"
+#include "selfsup/method.h"
 #include "selfsup/optim.h"
 #include "selfsup/train.h"
 
@@ -306,6 +307,52 @@ static void test_checkpoint_config(void)
     remove(path);
 }
 
+/* DINO on a ViT: the default local crop is a whole number of patches. */
+static void test_local_crops(void)
+{
+    char err[SSL_ERR_LEN] = "";
+    ssl_encoder_config e;
+    memset(&e, 0, sizeof e);
+    e.kind = SSL_ENC_VIT;
+    e.vit = (ssl_vit_config){.img_size = 28, .patch = 7, .in_chans = 1, .embed_dim = 8, .depth = 1,
+                             .heads = 2, .mlp_ratio = 2.0f, .qkv_bias = 1,
+                             .pos = SSL_VIT_POS_SINCOS, .class_token = 1};
+    /* side, patch, the --local-size given (SSL_UNSET: none), the local crop's
+     * side wanted (0: an error naming the patch) */
+    const int cases[][4] = {{28, 7, SSL_UNSET, 14}, {28, 4, SSL_UNSET, 12}, {28, 14, SSL_UNSET, 14},
+                            {32, 16, SSL_UNSET, 16}, {224, 16, SSL_UNSET, 96}, {28, 7, 21, 21},
+                            {28, 7, 12, 0}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const int *c = cases[k];
+        e.vit.img_size = c[0];
+        e.vit.patch = c[1];
+        ssl_method_config mc;
+        ssl_method_config_unset(&mc);
+        mc.local_crops = 2;
+        mc.out_dim = 8;
+        mc.proj_hidden = 8;
+        mc.bottleneck_dim = 4;
+        mc.local_size = c[2];
+        ssl_rng rng;
+        ssl_rng_seed(&rng, 1);
+        ssl_method m;
+        int rc = ssl_method_create(&m, &ssl_method_dino, &mc, &e, &rng, err);
+        CHECK(rc == SSL_OK, "case %zu: create: %s", k, err);
+        if (rc) continue;
+        rc = ssl_method_setup_run(&m, c[0], c[0], 4, err);
+        if (c[3]) {
+            CHECK(rc == SSL_OK && m.n_views == 4 && m.augs[2].out_h == c[3] && m.augs[3].out_w == c[3] &&
+                      m.augs[0].out_h == c[0] && m.cfg.local_size == c[3],
+                  "case %zu: side %d patch %d: local crop %dx%d, want %d (%s)", k, c[0], c[1],
+                  m.augs[2].out_h, m.augs[2].out_w, c[3], err);
+        } else {
+            CHECK(rc != SSL_OK && strstr(err, "patch"), "case %zu: local size %d with patch %d: %s", k,
+                  c[2], c[1], rc ? err : "accepted");
+        }
+        ssl_method_free(&m);
+    }
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_dino_recipe.XXXXXX");
@@ -322,6 +369,7 @@ int main(void)
     }
     test_resolve();
     test_checkpoint_config();
+    test_local_crops();
     rmdir(tmpdir);
     return check_report("test_dino_vit_recipe");
 }

@@ -150,6 +150,15 @@ int ssl_method_create(ssl_method *m, const ssl_method_ops *ops, const ssl_method
 
 int ssl_method_setup_run(ssl_method *m, int h, int w, int batch, char *err)
 {
+    /* A ViT cuts every view into patches, so the default local crop (3/7 of
+     * the side, DINO's 96/224) becomes the nearest multiple of the patch, at
+     * least one patch: 12 -> 14 px at 28 px with patch 7, as 96 px is 6
+     * patches of 16. A --local-size the user gave is kept, and checked below. */
+    if (m->encoder.cfg.kind == SSL_ENC_VIT && m->cfg.local_crops > 0 && m->cfg.local_size == SSL_UNSET) {
+        int p = m->encoder.cfg.vit.patch, side = h < w ? h : w;
+        int s = (side * 3 / 7 + p / 2) / p * p;
+        m->cfg.local_size = s > p ? s : p;
+    }
     int n = m->ops->views(&m->cfg, m->encoder.in_channels, h, w, m->augs);
     if (n < 1 || n > SSL_MAX_VIEWS)
         return ssl_fail(err, SSL_EINVAL, "%s: %d views per image (1..%d allowed)", m->ops->name, n,
