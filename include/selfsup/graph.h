@@ -113,6 +113,13 @@ int ssl_graph_backward(ssl_graph *g, ssl_tensor *loss);
  * does nothing. Reading t->data after a drop is an error. */
 void ssl_graph_drop(ssl_graph *g, ssl_tensor *t);
 
+/* After the last forward use of an activation a network made for itself
+ * (ssl_tensor.transient): when nothing is recorded (a teacher's or an
+ * evaluation's pass) no backward will read it, so its memory goes back at
+ * once and such a pass keeps about one layer alive instead of all. When
+ * recording it does nothing (the backward releases it). */
+void ssl_graph_used_up(ssl_graph *g, ssl_tensor *t);
+
 /* A tensor whose memory lives in the arena (uninitialized); memory
  * released by the backward or by ssl_graph_drop is reused first. */
 ssl_tensor *ssl_tensor_new(ssl_graph *g, int ndim, const int *shape, ssl_layout layout);

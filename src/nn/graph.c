@@ -175,6 +175,11 @@ void ssl_graph_drop(ssl_graph *g, ssl_tensor *t)
     t->data = NULL;
 }
 
+void ssl_graph_used_up(ssl_graph *g, ssl_tensor *t)
+{
+    if (t && t->transient && !g->record) ssl_graph_drop(g, t);
+}
+
 /* Rebuilds a dropped tensor before a backward that reads it. */
 static int remat(ssl_graph *g, ssl_tensor *t)
 {

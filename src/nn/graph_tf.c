@@ -138,9 +138,11 @@ ssl_tensor *ssl_op_layernorm(ssl_graph *g, ssl_tensor *x, ssl_tensor *gamma, ssl
         return ssl_graph_shape_error(g, "layernorm", "gamma or beta is not (D)");
     if (!(eps >= 0)) return ssl_graph_arg_error(g, "layernorm", "eps must be >= 0");
     ssl_tensor *y = ssl_tensor_new(g, 2, x->shape, SSL_LAYOUT_NCHW);
-    float *stats = ssl_graph_saved(g, sizeof(float) * 2 * (size_t)(M > 0 ? M : 1));
-    if (!y || !stats) return NULL;
-    float *mean = stats, *rstd = stats + M;
+    /* the row statistics are kept only for a backward */
+    const int rec = will_record(g, x, gamma, beta);
+    float *stats = rec ? ssl_graph_saved(g, sizeof(float) * 2 * (size_t)(M > 0 ? M : 1)) : NULL;
+    if (!y || (rec && !stats)) return NULL;
+    float *mean = stats, *rstd = stats ? stats + M : NULL;
     const float *xd = x->data, *gw = gamma ? gamma->data : NULL, *bw = beta ? beta->data : NULL;
     float *yd = y->data;
 #pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if ((long)M * D >= SSL_PAR_MIN)
@@ -153,8 +155,10 @@ ssl_tensor *ssl_op_layernorm(ssl_graph *g, ssl_tensor *x, ssl_tensor *gamma, ssl
         float v = 0;
         for (int j = 0; j < D; j++) v += (xr[j] - mu) * (xr[j] - mu);
         const float rs = 1.0f / sqrtf(v / (float)D + eps);
-        mean[i] = mu;
-        rstd[i] = rs;
+        if (stats) {
+            mean[i] = mu;
+            rstd[i] = rs;
+        }
         for (int j = 0; j < D; j++) {
             float h = (xr[j] - mu) * rs;
             if (gw) h *= gw[j];

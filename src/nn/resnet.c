@@ -101,15 +101,6 @@ static ssl_tensor *internal(ssl_tensor *t)
     return t;
 }
 
-/* After an internal activation's last forward use: when nothing is
- * recorded (a teacher's or an evaluation's pass), no backward will read it
- * and its memory goes back at once, so such a pass keeps about one layer
- * alive instead of all. */
-static void used_up(ssl_graph *g, ssl_tensor *t)
-{
-    if (t && t->transient && !g->record) ssl_graph_drop(g, t);
-}
-
 /* act(bn(conv(x)) + skip), skip may be NULL: BN, the residual sum and the
  * ReLU are one op (ssl_op_bn_act). */
 static ssl_tensor *conv_bn(ssl_graph *g, ssl_tensor *x, ssl_conv_layer *c, ssl_bn_layer *bn,
@@ -117,7 +108,7 @@ static ssl_tensor *conv_bn(ssl_graph *g, ssl_tensor *x, ssl_conv_layer *c, ssl_b
 {
     ssl_tensor *y = internal(ssl_op_conv2d(g, x, &c->weight, c->stride, c->pad));
     ssl_tensor *out = internal(ssl_op_bn_act(g, y, bn, skip, relu));
-    used_up(g, y);
+    ssl_graph_used_up(g, y);
     return out;
 }
 
@@ -126,7 +117,7 @@ ssl_tensor *ssl_resnet_forward(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
     ssl_tensor *h = ssl_resnet_forward_dense(g, m, x);
     if (h) h->transient = 1; /* only the pool reads it here */
     ssl_tensor *f = ssl_op_global_avgpool(g, h);
-    used_up(g, h);
+    ssl_graph_used_up(g, h);
     return f;
 }
 
@@ -140,10 +131,10 @@ ssl_tensor *ssl_resnet_forward_dense(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
     ssl_tensor *in = ssl_op_to_layout(g, x, g->be->act_layout);
     if (in != x) internal(in);
     ssl_tensor *h = conv_bn(g, in, &m->conv1, &m->bn1, NULL, 1);
-    used_up(g, in);
+    ssl_graph_used_up(g, in);
     if (m->cfg.stem == SSL_STEM_IMAGENET) {
         ssl_tensor *p = internal(ssl_op_maxpool(g, h, 3, 2, 1));
-        used_up(g, h);
+        ssl_graph_used_up(g, h);
         h = p;
     }
     for (int b = 0; b < m->n_blocks; b++) {
@@ -164,8 +155,8 @@ ssl_tensor *ssl_resnet_forward_dense(ssl_graph *g, ssl_resnet *m, ssl_tensor *x)
         int last = blk->n_conv - 1;
         ssl_tensor *out = conv_bn(g, y, &blk->conv[last], &blk->bn[last], skip, 1);
         if (y != h) ssl_graph_drop(g, y);
-        if (skip != h) used_up(g, skip);
-        used_up(g, h);
+        if (skip != h) ssl_graph_used_up(g, skip);
+        ssl_graph_used_up(g, h);
         h = out;
     }
     if (h) h->transient = 0; /* the caller's */

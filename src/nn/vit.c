@@ -105,7 +105,8 @@ int ssl_vit_block_init(ssl_vit_block *b, ssl_registry *r, const char *prefix, in
 }
 
 /* Marks an activation only the network reads: the backward releases it
- * once the op that made it has run (see ssl_tensor.transient). */
+ * once the op that made it has run (see ssl_tensor.transient), and a pass
+ * that records nothing releases it after its last use (ssl_graph_used_up). */
 static ssl_tensor *internal(ssl_tensor *t)
 {
     if (t) t->transient = 1;
@@ -120,16 +121,27 @@ ssl_tensor *ssl_vit_block_forward(ssl_graph *g, ssl_vit_block *b, ssl_tensor *x,
         return NULL;
     }
     const int T = x->shape[0] / N;
-    ssl_tensor *h = internal(ssl_op_layernorm(g, x, &b->norm1_w, &b->norm1_b, LN_EPS));
-    h = internal(ssl_op_linear(g, h, &b->qkv_w, b->qkv_b.data ? &b->qkv_b : NULL));
-    h = internal(ssl_op_attention(g, h, N, T, b->heads));
-    h = internal(ssl_op_linear(g, h, &b->proj_w, &b->proj_b));
+    /* each activation is used up by the op after it (x1 by the last add) */
+    ssl_tensor *a = internal(ssl_op_layernorm(g, x, &b->norm1_w, &b->norm1_b, LN_EPS));
+    ssl_tensor *h = internal(ssl_op_linear(g, a, &b->qkv_w, b->qkv_b.data ? &b->qkv_b : NULL));
+    ssl_graph_used_up(g, a);
+    a = internal(ssl_op_attention(g, h, N, T, b->heads));
+    ssl_graph_used_up(g, h);
+    h = internal(ssl_op_linear(g, a, &b->proj_w, &b->proj_b));
+    ssl_graph_used_up(g, a);
     ssl_tensor *x1 = internal(ssl_op_add(g, x, h));
-    h = internal(ssl_op_layernorm(g, x1, &b->norm2_w, &b->norm2_b, LN_EPS));
-    h = internal(ssl_op_linear(g, h, &b->fc1_w, &b->fc1_b));
-    h = internal(ssl_op_gelu(g, h));
-    h = internal(ssl_op_linear(g, h, &b->fc2_w, &b->fc2_b));
-    return ssl_op_add(g, x1, h);
+    ssl_graph_used_up(g, h);
+    a = internal(ssl_op_layernorm(g, x1, &b->norm2_w, &b->norm2_b, LN_EPS));
+    h = internal(ssl_op_linear(g, a, &b->fc1_w, &b->fc1_b));
+    ssl_graph_used_up(g, a);
+    a = internal(ssl_op_gelu(g, h));
+    ssl_graph_used_up(g, h);
+    h = internal(ssl_op_linear(g, a, &b->fc2_w, &b->fc2_b));
+    ssl_graph_used_up(g, a);
+    ssl_tensor *y = ssl_op_add(g, x1, h);
+    ssl_graph_used_up(g, x1);
+    ssl_graph_used_up(g, h);
+    return y;
 }
 
 /* A (rows, D) view of rows [row0, row0 + rows) of a parameter or buffer:
@@ -291,7 +303,10 @@ ssl_tensor *ssl_vit_embed(ssl_graph *g, ssl_vit *m, ssl_tensor *x)
     ssl_tensor *pos = patch_pos(g, m, x->shape[2] / c->patch, x->shape[3] / c->patch);
     if (!pos) return NULL;
     ssl_tensor *t = internal(ssl_op_patch_embed(g, x, &m->patch_w, &m->patch_b));
-    return ssl_op_add_pos(g, t, x->shape[0], pos);
+    ssl_tensor *y = ssl_op_add_pos(g, t, x->shape[0], pos);
+    ssl_graph_used_up(g, t);
+    ssl_graph_used_up(g, pos);
+    return y;
 }
 
 ssl_tensor *ssl_vit_encode(ssl_graph *g, ssl_vit *m, ssl_tensor *tokens, int N,
@@ -303,37 +318,48 @@ ssl_tensor *ssl_vit_encode(ssl_graph *g, ssl_vit *m, ssl_tensor *tokens, int N,
         ssl_ctx_fail(g->ctx, SSL_ESHAPE, "vit: expected (N*T, %d) patch tokens", D);
         return NULL;
     }
-    ssl_tensor *h = tokens;
+    /* tokens are the caller's; every later input is this function's own */
+    ssl_tensor *h = tokens, *o;
     if (keep) h = internal(ssl_op_gather_tokens(g, h, N, keep, K));
-    if (m->cfg.class_token)
-        h = internal(ssl_op_prepend_token(g, h, N, &m->cls_token, &m->pos_cls));
+    if (m->cfg.class_token) {
+        o = internal(ssl_op_prepend_token(g, h, N, &m->cls_token, &m->pos_cls));
+        if (h != tokens) ssl_graph_used_up(g, h);
+        h = o;
+    }
     for (int i = 0; i < m->cfg.depth; i++) {
-        ssl_tensor *o = ssl_vit_block_forward(g, &m->blocks[i], h, N);
-        if (h != tokens) internal(h);
+        o = ssl_vit_block_forward(g, &m->blocks[i], h, N);
+        if (h != tokens) ssl_graph_used_up(g, internal(h));
         h = o;
     }
     if (!m->cfg.class_token) return h; /* timm: norm is the identity, fc_norm follows pooling */
-    if (h != tokens) internal(h);
-    return ssl_op_layernorm(g, h, &m->norm_w, &m->norm_b, LN_EPS);
+    o = ssl_op_layernorm(g, h, &m->norm_w, &m->norm_b, LN_EPS);
+    if (h != tokens) ssl_graph_used_up(g, internal(h));
+    return o;
 }
 
 ssl_tensor *ssl_vit_pool(ssl_graph *g, ssl_vit *m, ssl_tensor *tokens, int N)
 {
     if (m->cfg.class_token) return ssl_op_token_slice(g, tokens, N, 0, 1);
     ssl_tensor *h = internal(ssl_op_token_mean(g, tokens, N, 0));
-    return ssl_op_layernorm(g, h, &m->norm_w, &m->norm_b, LN_EPS);
+    ssl_tensor *y = ssl_op_layernorm(g, h, &m->norm_w, &m->norm_b, LN_EPS);
+    ssl_graph_used_up(g, h);
+    return y;
 }
 
 ssl_tensor *ssl_vit_forward_tokens(ssl_graph *g, ssl_vit *m, ssl_tensor *x)
 {
     ssl_tensor *t = internal(ssl_vit_embed(g, m, x));
-    return t ? ssl_vit_encode(g, m, t, x->shape[0], NULL, 0) : NULL;
+    ssl_tensor *y = t ? ssl_vit_encode(g, m, t, x->shape[0], NULL, 0) : NULL;
+    ssl_graph_used_up(g, t);
+    return y;
 }
 
 ssl_tensor *ssl_vit_forward(ssl_graph *g, ssl_vit *m, ssl_tensor *x)
 {
     ssl_tensor *t = internal(ssl_vit_forward_tokens(g, m, x));
-    return t ? ssl_vit_pool(g, m, t, x->shape[0]) : NULL;
+    ssl_tensor *y = t ? ssl_vit_pool(g, m, t, x->shape[0]) : NULL;
+    ssl_graph_used_up(g, t);
+    return y;
 }
 
 double ssl_vit_macs(const ssl_vit *m, int tokens)
