@@ -467,6 +467,7 @@ int main(int argc, char **argv)
             return 1;
         }
         if (m.ops->after_backward) m.ops->after_backward(&m);
+        ssl_method_mark_frozen(&m, params, np);
         ssl_optim_step(opt, ssl_lr_warmup_cosine(step, lr_warmup, total, peak_lr, 0.0f));
         if (m.ops->after_step) m.ops->after_step(&m);
         double dt = ssl_time() - t0;

@@ -321,6 +321,45 @@ assert not diff, diff[:5]
 EOF
 done
 
+# ---- DINO on a ViT (AdamW recipe): the last layer is frozen for 2 of 6
+# steps, so its Adam step count (torch's per-param state['step']) lags the
+# optimizer's; the checkpoint keeps it and the resume continues exactly. A
+# lying count is refused. (Also runs the default local crop: 14 px at patch 7.) ----
+DV=("${MIM_SMALL[@]}" --method dino --proj-hidden 64 --bottleneck-dim 32 --out-dim 256 --local-crops 2
+    --freeze-last-layer-epochs 0.03 --steps 6 --no-eval)
+if expect_ok $SELFSUP pretrain "${DV[@]}" --out "$T/dv_full" &&
+    expect_ok $SELFSUP pretrain "${DV[@]}" --stop-after 3 --out "$T/dv_part"; then
+    $PY - "$T/dv_part/last.safetensors" "$T/dv_lie.safetensors" <<'EOF' && ok || bad "dino vit: optim_param_steps"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+meta = h["__metadata__"]
+assert meta["optim_steps"] == "3" and meta["optim_param_steps"] == "head.last_layer.weight_v=1", meta.get("optim_param_steps")
+assert json.loads(meta["config"])["local_size"] == 14, meta["config"]
+meta["optim_param_steps"] = "head.last_layer.weight_v=4"
+hb = json.dumps(h).encode()
+hb += b" " * (-len(hb) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+EOF
+    expect_fail 1 "updated 4 times in 3 steps" -- $SELFSUP pretrain --resume "$T/dv_lie.safetensors" --threads 2 --quiet --no-eval
+    expect_ok $SELFSUP pretrain --resume "$T/dv_part/last.safetensors" --threads 2 --quiet --no-eval &&
+        $PY - "$T/dv_full/last.safetensors" "$T/dv_part/last.safetensors" <<'EOF' && ok || bad "dino vit: resumed run differs from the uninterrupted one"
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    meta = h.pop("__metadata__")
+    return meta, {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
+ma, ta = load(sys.argv[1]); mb, tb = load(sys.argv[2])
+assert ma["step"] == mb["step"] == "6" and "optim_param_steps" not in ma, ma
+assert ta.keys() == tb.keys()
+diff = [k for k in ta if ta[k] != tb[k]]
+assert not diff, diff[:5]
+EOF
+fi
+
 # ---- PyTorch loads the encoder into torchvision's ResNet-18 and agrees ----
 if expect_ok $SELFSUP pretrain --data "$T/sub" --width 64 --batch-size 16 --steps 2 --no-eval --quiet --threads 2 --out "$T/w64" &&
     expect_ok $SELFSUP embed "$T/w64/last.safetensors" --prefix "$T/w64emb" --threads 2; then

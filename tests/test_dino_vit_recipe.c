@@ -131,55 +131,66 @@ static void test_clip(const ssl_st_file *f)
  * groups' lr = lr_schedule[it], backward, clip_gradients, step. */
 static void test_adamw_steps(const ssl_st_file *f)
 {
-    enum { STEPS = 4 };
-    static const int64_t ws[2] = {6, 5}, bs[1] = {6};
-    ssl_param ps[2];
+    enum { STEPS = 4, NP = 3, FREEZE = 2 };
+    static const int64_t ws[2] = {6, 5}, bs[1] = {6}, ls[2] = {4, 5};
+    ssl_param ps[NP];
     make_param(&ps[0], "weight", 2, ws, 0);
     make_param(&ps[1], "bias", 1, bs, 1);
-    const float *w0 = golden(f, "adamw.init.weight", 30), *b0 = golden(f, "adamw.init.bias", 6);
+    make_param(&ps[2], "last_layer", 2, ls, 0);
+    int ok = 1;
+    for (int i = 0; i < NP; i++) {
+        char key[48];
+        snprintf(key, sizeof key, "adamw.init.%s", ps[i].name);
+        const float *v = golden(f, key, ps[i].numel);
+        if (v) memcpy(ps[i].data, v, sizeof(float) * (size_t)ps[i].numel);
+        ok &= v != NULL;
+    }
     const float *lr = golden(f, "adamw.lr", STEPS), *wd_ref = golden(f, "adamw.wd", STEPS);
     ssl_optim *o = NULL;
     char err[SSL_ERR_LEN] = "";
-    if (w0 && b0 && lr && wd_ref) {
-        memcpy(ps[0].data, w0, sizeof(float) * 30);
-        memcpy(ps[1].data, b0, sizeof(float) * 6);
+    if (ok && lr && wd_ref) {
         ssl_optim_config c = {.kind = SSL_OPTIM_ADAMW, .lr = lr[0], .weight_decay = 0.04f,
                               .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
-        int rc = ssl_optim_create(&o, &c, ps, 2, err);
+        int rc = ssl_optim_create(&o, &c, ps, NP, err);
         CHECK(rc == SSL_OK, "create: %s", err);
     }
     for (int k = 0; o && k < STEPS; k++) {
         char key[48], what[64];
-        const float *gw, *gb;
-        snprintf(key, sizeof key, "adamw.grad.%d.weight", k);
-        gw = golden(f, key, 30);
-        snprintf(key, sizeof key, "adamw.grad.%d.bias", k);
-        gb = golden(f, key, 6);
-        if (!gw || !gb) break;
-        memcpy(ps[0].grad, gw, sizeof(float) * 30);
-        memcpy(ps[1].grad, gb, sizeof(float) * 6);
+        for (int i = 0; i < NP; i++) {
+            snprintf(key, sizeof key, "adamw.grad.%d.%s", k, ps[i].name);
+            const float *gr = golden(f, key, ps[i].numel);
+            if (gr) memcpy(ps[i].grad, gr, sizeof(float) * (size_t)ps[i].numel);
+            ok &= gr != NULL;
+        }
+        if (!ok) break;
         float wd = ssl_wd_cosine(k, STEPS, 0.04f, 0.4f);
         CHECK(fabsf(wd - wd_ref[k]) <= SCHED_RTOL * wd_ref[k], "step %d: wd %.9g vs %.9g", k,
               (double)wd, (double)wd_ref[k]);
         ssl_optim_set_weight_decay(o, wd);
-        ssl_clip_grad_per_param(ps, 2, 3.0f);
-        for (int i = 0; i < 2; i++) {
+        ssl_clip_grad_per_param(ps, NP, 3.0f);
+        for (int i = 0; i < NP; i++) {
             snprintf(key, sizeof key, "adamw.clipped.%d.%s", k, ps[i].name);
             snprintf(what, sizeof what, "step %d: clipped %s", k, ps[i].name);
             const float *ref = golden(f, key, ps[i].numel);
             if (ref) CHECK_CLOSE(ps[i].grad, ref, ps[i].numel, ATOL, RTOL, what);
         }
+        /* cancel_gradients_last_layer: grad None for the first FREEZE steps */
+        ps[2].frozen = k < FREEZE;
         ssl_optim_step(o, lr[k]);
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < NP; i++) {
             snprintf(key, sizeof key, "adamw.step%d.%s", k + 1, ps[i].name);
             snprintf(what, sizeof what, "after step %d: %s", k + 1, ps[i].name);
             const float *ref = golden(f, key, ps[i].numel);
             if (ref) CHECK_CLOSE(ps[i].data, ref, ps[i].numel, ATOL, RTOL, what);
         }
+        CHECK(ssl_optim_param_steps(o, 2) == (k < FREEZE ? 0 : k + 1 - FREEZE) &&
+                  ssl_optim_param_steps(o, 0) == k + 1 && ssl_optim_steps(o) == k + 1,
+              "after step %d: step counts %lld (last layer), %lld, %lld", k + 1,
+              (long long)ssl_optim_param_steps(o, 2), (long long)ssl_optim_param_steps(o, 0),
+              (long long)ssl_optim_steps(o));
     }
     ssl_optim_free(o);
-    free_param(&ps[0]);
-    free_param(&ps[1]);
+    for (int i = 0; i < NP; i++) free_param(&ps[i]);
 }
 
 static int resolve(ssl_train_config *c, const char *method, const char *arch, char *err)

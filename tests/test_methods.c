@@ -145,6 +145,7 @@ static void replay(const ssl_st_file *f, const char *method)
         ssl_registry_zero_grad(&m.heads);
         CHECK(ssl_graph_backward(&g, loss) == SSL_OK, "%s: backward: %s", method, ctx.err);
         if (m.ops->after_backward) m.ops->after_backward(&m);
+        ssl_method_mark_frozen(&m, params, np);
         for (int i = 0; i < np; i++) {
             snprintf(key, sizeof key, "step%d.grad.%s", k, params[i].name);
             const float *ref = golden(f, key, params[i].numel);

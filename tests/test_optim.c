@@ -236,6 +236,18 @@ static void test_state_names(void)
     CHECK(none.name == NULL, "negative state index not empty");
     ssl_optim_set_steps(o, -5);
     CHECK(ssl_optim_steps(o) == 0, "negative steps not clamped");
+    /* per-param step counts: set with the steps, bounded by them */
+    ssl_optim_set_steps(o, 7);
+    CHECK(ssl_optim_param_steps(o, 0) == 7 && ssl_optim_param_steps(o, 99) == -1 &&
+              ssl_optim_param(o, 0) != NULL && ssl_optim_param(o, -1) == NULL,
+          "param steps after set_steps: %lld", (long long)ssl_optim_param_steps(o, 0));
+    CHECK(ssl_optim_set_param_steps(o, 0, 5, err) == SSL_OK && ssl_optim_param_steps(o, 0) == 5,
+          "set_param_steps 5: %s", err);
+    CHECK(ssl_optim_set_param_steps(o, 0, 8, err) == SSL_EINVAL && strstr(err, "8 times in 7 steps"),
+          "a param count above the steps accepted (%s)", err);
+    CHECK(ssl_optim_set_param_steps(o, 0, -1, err) == SSL_EINVAL, "a negative param count accepted");
+    CHECK(ssl_optim_set_param_steps(o, ssl_optim_param_count(o), 1, err) == SSL_EINVAL,
+          "an out-of-range param accepted");
     ssl_optim_free(o);
 
     c.kind = SSL_OPTIM_SGD;
@@ -573,6 +585,51 @@ static void test_lr_scales(void)
     ssl_optim_free(o);
 }
 
+/* A frozen param (PyTorch's grad None) is skipped by every optimizer: its
+ * data and state stay as they were, and its first step after the freeze is
+ * the step a fresh optimizer would take (SGD: buf = d; AdamW: bias
+ * correction of step 1). */
+static void test_frozen(void)
+{
+    const ssl_optim_kind kinds[3] = {SSL_OPTIM_SGD, SSL_OPTIM_LARS, SSL_OPTIM_ADAMW};
+    for (int k = 0; k < 3; k++) {
+        ssl_optim_config c = {.kind = kinds[k], .lr = 0.1f, .weight_decay = 0.05f, .momentum = 0.9f,
+                              .eta = 0.02f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+        float w[2][4] = {{1, -2, 3, 0.5f}, {1, -2, 3, 0.5f}}, gw[2][4];
+        ssl_param ps[2];
+        ssl_optim *o[2] = {NULL, NULL};
+        char err[SSL_ERR_LEN] = "";
+        for (int i = 0; i < 2; i++) {
+            ps[i] = (ssl_param){.name = "w", .data = w[i], .grad = gw[i], .numel = 4, .ndim = 1,
+                                .shape = {4}};
+            CHECK(ssl_optim_create(&o[i], &c, &ps[i], 1, err) == SSL_OK, "create: %s", err);
+        }
+        if (!o[0] || !o[1]) return;
+        /* o[0]: two frozen steps with gradients, then one free one; o[1]: one step */
+        for (int s = 0; s < 2; s++) {
+            for (int j = 0; j < 4; j++) gw[0][j] = 0.3f * (j + 1 + s);
+            ps[0].frozen = 1;
+            ssl_optim_step(o[0], 0.1f);
+        }
+        CHECK(!memcmp(w[0], w[1], sizeof w[0]), "kind %d: a frozen param moved", (int)kinds[k]);
+        ssl_buffer b = ssl_optim_state(o[0], 0);
+        float sum = 0;
+        for (int j = 0; j < 4; j++) sum += fabsf(b.data[j]);
+        CHECK(sum == 0 && ssl_optim_param_steps(o[0], 0) == 0 && ssl_optim_steps(o[0]) == 2,
+              "kind %d: a frozen param's state changed (|state| %g, %lld updates)", (int)kinds[k],
+              (double)sum, (long long)ssl_optim_param_steps(o[0], 0));
+        ps[0].frozen = 0;
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 4; j++) gw[i][j] = 0.1f * (float)(j - 1);
+        ssl_optim_step(o[0], 0.1f);
+        ssl_optim_step(o[1], 0.1f);
+        CHECK(!memcmp(w[0], w[1], sizeof w[0]), "kind %d: the first step after a freeze is not a first step",
+              (int)kinds[k]);
+        ssl_optim_free(o[0]);
+        ssl_optim_free(o[1]);
+    }
+}
+
 int main(void)
 {
     test_lr_scales();
@@ -582,5 +639,6 @@ int main(void)
     test_bad_input();
     test_lars_edges();
     test_golden();
+    test_frozen();
     return check_report("optim");
 }

@@ -102,6 +102,8 @@ typedef struct ssl_param {
     int ndim;
     int64_t shape[4]; /* PyTorch's shape, e.g. conv weight (Cout, Cin, KH, KW) */
     int no_decay; /* biases and BN affine: no weight decay, no LARS adaptation */
+    int frozen;   /* this step it has no gradient (PyTorch's grad None): the
+                     optimizer leaves it, its state and its step count alone */
 } ssl_param;
 
 /* A non-trainable persistent tensor (BN running stats) for checkpoints. */

@@ -119,6 +119,11 @@ typedef struct ssl_method_ops {
     ssl_tensor *(*loss)(struct ssl_method *m, ssl_graph *g, ssl_tensor *const *views);
     /* Optional: after backward, before the optimizer (zero frozen grads). */
     void (*after_backward)(struct ssl_method *m);
+    /* Optional: whether p (one of the encoder's or the heads' parameters)
+     * is frozen at step m->step, i.e. its grad would be None in the
+     * reference code, so that the optimizer skips it (no decay, no momentum,
+     * no Adam step count). Asked through ssl_method_mark_frozen. */
+    int (*frozen)(const struct ssl_method *m, const ssl_param *p);
     /* Optional: after the optimizer step (EMA teachers, queues, centers);
      * the graph of the step is still valid. m->step is the step just done. */
     void (*after_step)(struct ssl_method *m);
@@ -206,6 +211,11 @@ void ssl_method_free(ssl_method *m);
 int ssl_method_add_state(ssl_method *m, const char *prefix, ssl_registry *reg, char *err);
 /* Epochs (a float option) in steps of this run, at least 0. */
 int64_t ssl_method_epochs_to_steps(const ssl_method *m, float epochs);
+
+/* Sets params[i].frozen for this step (m->step) from ops->frozen: params is
+ * the optimizer's copy of the encoder's and the heads' parameters. Call it
+ * after the backward, before the optimizer step. */
+void ssl_method_mark_frozen(const ssl_method *m, ssl_param *params, int n);
 
 /* ---- helpers methods share ---- */
 /* dst params = src params (same structure), e.g. a teacher's start. */

@@ -61,7 +61,15 @@ int ssl_optim_state_count(const ssl_optim *o);
 /* Out-of-range i gives a zeroed buffer (name NULL). */
 ssl_buffer ssl_optim_state(const ssl_optim *o, int i);
 int64_t ssl_optim_steps(const ssl_optim *o);
-void ssl_optim_set_steps(ssl_optim *o, int64_t steps); /* negative means 0 */
+void ssl_optim_set_steps(ssl_optim *o, int64_t steps); /* negative means 0; every param too */
+/* Steps that updated param i (those where it was not frozen): AdamW's bias
+ * correction counts these, as torch's per-param state['step']. -1 for no
+ * such param. Restore after ssl_optim_set_steps; a count above the steps
+ * is an error. */
+int ssl_optim_param_count(const ssl_optim *o);
+const ssl_param *ssl_optim_param(const ssl_optim *o, int i); /* NULL out of range */
+int64_t ssl_optim_param_steps(const ssl_optim *o, int i);
+int ssl_optim_set_param_steps(ssl_optim *o, int i, int64_t steps, char *err);
 
 /* Linear warm-up base*(step+1)/warmup_steps for step < warmup_steps, then
  * cosine decay from base_lr (at step == warmup_steps) to final_lr (at

@@ -255,15 +255,21 @@ static ssl_tensor *dino_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vie
     return ssl_op_scale(g, loss, 1.0f / (float)terms);
 }
 
+/* The last layer during the first freeze_last_layer_epochs (p NULL: any). */
+static int dino_frozen(const ssl_method *m, const ssl_param *p)
+{
+    const dino_state *s = m->state_ptr;
+    return (!p || p->data == s->student.last.data) &&
+           m->step < ssl_method_epochs_to_steps(m, m->cfg.freeze_last_layer_epochs);
+}
+
 static void dino_after_backward(ssl_method *m)
 {
     dino_state *s = m->state_ptr;
     /* cancel_gradients_last_layer: grad None while epoch < freeze_last_layer.
-     * Zeroing leaves the weight decay (SGD, AdamW) on v, which only rescales
-     * rows that the weight norm divides out again; AdamW's moments of a zero
-     * gradient stay 0, but its bias correction counts the frozen steps,
-     * where PyTorch's per-parameter step starts after the freeze. */
-    if (m->step < ssl_method_epochs_to_steps(m, m->cfg.freeze_last_layer_epochs))
+     * The gradient reads 0 here, and dino_frozen has the optimizer skip the
+     * layer as torch.optim skips a grad of None (no decay, no Adam step). */
+    if (dino_frozen(m, NULL))
         memset(s->student.last.grad, 0, sizeof(float) * (size_t)ssl_tensor_numel(&s->student.last));
 }
 
@@ -334,6 +340,7 @@ const ssl_method_ops ssl_method_dino = {
     .init = dino_init,
     .loss = dino_loss,
     .after_backward = dino_after_backward,
+    .frozen = dino_frozen,
     .after_step = dino_after_step,
     .free = dino_free,
 };

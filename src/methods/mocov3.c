@@ -236,6 +236,15 @@ static void mocov3_after_backward(ssl_method *m)
     memset(v->patch_b.grad, 0, sizeof(float) * (size_t)ssl_tensor_numel(&v->patch_b));
 }
 
+/* The frozen random patch projection: requires_grad False in the paper's
+ * code, so no optimizer state either. */
+static int mocov3_frozen(const ssl_method *m, const ssl_param *p)
+{
+    const mocov3_state *s = m->state_ptr;
+    const ssl_vit *v = &m->encoder.vit;
+    return s->freeze && (p->data == v->patch_w.data || p->data == v->patch_b.data);
+}
+
 static void mocov3_after_step(ssl_method *m)
 {
     mocov3_state *s = m->state_ptr;
@@ -272,6 +281,7 @@ const ssl_method_ops ssl_method_mocov3 = {
     .init = mocov3_init,
     .loss = mocov3_loss,
     .after_backward = mocov3_after_backward,
+    .frozen = mocov3_frozen,
     .after_step = mocov3_after_step,
     .free = mocov3_free,
 };

@@ -197,6 +197,11 @@ int ssl_method_add_state(ssl_method *m, const char *prefix, ssl_registry *reg, c
     return SSL_OK;
 }
 
+void ssl_method_mark_frozen(const ssl_method *m, ssl_param *params, int n)
+{
+    for (int i = 0; i < n; i++) params[i].frozen = m->ops->frozen ? m->ops->frozen(m, &params[i]) : 0;
+}
+
 int64_t ssl_method_epochs_to_steps(const ssl_method *m, float epochs)
 {
     double s = (double)epochs * m->steps_per_epoch;

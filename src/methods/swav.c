@@ -204,14 +204,21 @@ static ssl_tensor *swav_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vie
     return ssl_op_scale(g, loss, 1.0f / (float)ng);
 }
 
+/* The prototypes during the first freeze_prototypes_epochs (p NULL: any). */
+static int swav_frozen(const ssl_method *m, const ssl_param *p)
+{
+    const swav_state *s = m->state_ptr;
+    return (!p || p->data == s->prototypes.data) &&
+           m->step < ssl_method_epochs_to_steps(m, m->cfg.freeze_prototypes_epochs);
+}
+
 static void swav_after_backward(ssl_method *m)
 {
     swav_state *s = m->state_ptr;
     /* main_swav.py sets the prototypes' grad to None while iteration <
-     * freeze_prototypes_niters. A zero gradient is the same here: weight decay
-     * and momentum then only rescale each row, which the next step's
-     * normalization undoes. */
-    if (m->step < ssl_method_epochs_to_steps(m, m->cfg.freeze_prototypes_epochs))
+     * freeze_prototypes_niters: the gradient reads 0 here, and swav_frozen
+     * has the optimizer skip them (no weight decay, no momentum). */
+    if (swav_frozen(m, NULL))
         memset(s->prototypes.grad, 0, sizeof(float) * (size_t)ssl_tensor_numel(&s->prototypes));
 }
 
@@ -247,6 +254,7 @@ const ssl_method_ops ssl_method_swav = {
     .init = swav_init,
     .loss = swav_loss,
     .after_backward = swav_after_backward,
+    .frozen = swav_frozen,
     .after_step = swav_after_step,
     .free = swav_free,
 };

@@ -21,7 +21,8 @@ struct ssl_optim {
     ssl_buffer *buffers;   /* (n_params * n_slots), param-major within a slot */
     char *names;           /* backing store of the buffers' names */
     double *lr_scales;     /* (n_params) lr multipliers, 1 unless set */
-    int64_t steps;
+    int64_t steps;         /* calls of ssl_optim_step */
+    int64_t *param_steps;  /* (n_params) steps that updated each param (torch's state['step']) */
 };
 
 static int64_t round_up(int64_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
@@ -112,7 +113,8 @@ int ssl_optim_create(ssl_optim **out, const ssl_optim_config *cfg, ssl_param *pa
     o->buffers = ssl_calloc((size_t)n_params * n_slots * sizeof(ssl_buffer));
     o->names = ssl_malloc(name_bytes);
     o->lr_scales = ssl_malloc((size_t)n_params * sizeof(double));
-    if (!o->state || !o->buffers || !o->names || !o->lr_scales) {
+    o->param_steps = ssl_calloc((size_t)n_params * sizeof(int64_t));
+    if (!o->state || !o->buffers || !o->names || !o->lr_scales || !o->param_steps) {
         ssl_optim_free(o);
         return ssl_fail(err, SSL_ENOMEM, "optimizer: out of memory for %lld state floats",
                         (long long)floats);
@@ -146,6 +148,7 @@ void ssl_optim_free(ssl_optim *o)
     ssl_free(o->buffers);
     ssl_free(o->names);
     ssl_free(o->lr_scales);
+    ssl_free(o->param_steps);
     ssl_free(o);
 }
 
@@ -231,6 +234,9 @@ void ssl_optim_step(ssl_optim *o, float lr)
     o->steps++;
     for (int i = 0; i < o->n_params; i++) {
         const ssl_param *p = &o->params[i];
+        /* torch.optim skips a param whose grad is None: no decay, no state */
+        if (p->frozen) continue;
+        o->param_steps[i]++;
         float *s0 = o->buffers[i].data;
         /* a scale of 1 leaves lr exactly as given */
         double lr_i = (double)lr * o->lr_scales[i];
@@ -244,7 +250,7 @@ void ssl_optim_step(ssl_optim *o, float lr)
             break;
         case SSL_OPTIM_ADAMW:
             adamw_param(p, s0, o->buffers[o->n_params + i].data, lr_i, c->weight_decay, c->beta1,
-                        c->beta2, c->eps, o->steps);
+                        c->beta2, c->eps, o->param_steps[i]);
             break;
         }
     }
@@ -299,7 +305,34 @@ ssl_buffer ssl_optim_state(const ssl_optim *o, int i)
 
 int64_t ssl_optim_steps(const ssl_optim *o) { return o->steps; }
 
-void ssl_optim_set_steps(ssl_optim *o, int64_t steps) { o->steps = steps > 0 ? steps : 0; }
+void ssl_optim_set_steps(ssl_optim *o, int64_t steps)
+{
+    o->steps = steps > 0 ? steps : 0;
+    for (int i = 0; i < o->n_params; i++) o->param_steps[i] = o->steps;
+}
+
+int ssl_optim_param_count(const ssl_optim *o) { return o->n_params; }
+
+const ssl_param *ssl_optim_param(const ssl_optim *o, int i)
+{
+    return i >= 0 && i < o->n_params ? &o->params[i] : NULL;
+}
+
+int64_t ssl_optim_param_steps(const ssl_optim *o, int i)
+{
+    return i >= 0 && i < o->n_params ? o->param_steps[i] : -1;
+}
+
+int ssl_optim_set_param_steps(ssl_optim *o, int i, int64_t steps, char *err)
+{
+    if (i < 0 || i >= o->n_params)
+        return ssl_fail(err, SSL_EINVAL, "optimizer: no param %d (%d params)", i, o->n_params);
+    if (steps < 0 || steps > o->steps)
+        return ssl_fail(err, SSL_EINVAL, "optimizer: '%s' updated %lld times in %lld steps",
+                        o->params[i].name, (long long)steps, (long long)o->steps);
+    o->param_steps[i] = steps;
+    return SSL_OK;
+}
 
 /* The schedule of the weight decay this file applies (the lr and momentum
  * schedules are in schedule.c). */

@@ -45,6 +45,52 @@ static int check_format(const ssl_st_file *f, const char *path, char *err);
 
 static const char *stem_name(ssl_stem s) { return s == SSL_STEM_SMALL ? "small" : "imagenet"; }
 
+/* "name=count;..." for the params that some steps left frozen (their
+ * update count is below optim_steps, as torch's per-param state['step']);
+ * *out stays NULL when there are none. */
+static int param_steps_meta(const ssl_optim *opt, char **out, const char *path, char *err)
+{
+    size_t len = 0;
+    FILE *f = NULL;
+    for (int i = 0; i < ssl_optim_param_count(opt); i++) {
+        int64_t s = ssl_optim_param_steps(opt, i);
+        if (s == ssl_optim_steps(opt)) continue;
+        if (!f && !(f = open_memstream(out, &len)))
+            return ssl_fail(err, SSL_ENOMEM, "%s: out of memory for the checkpoint header", path);
+        fprintf(f, "%s%s=%" PRId64, len ? ";" : "", ssl_optim_param(opt, i)->name, s);
+        fflush(f);
+    }
+    if (f) fclose(f);
+    return SSL_OK;
+}
+
+/* Restores what param_steps_meta wrote, after ssl_optim_set_steps; an
+ * unknown name, a count above the steps or a malformed list is an error. */
+static int load_param_steps(const ssl_st_file *f, ssl_optim *opt, const char *path, char *err)
+{
+    const char *v = ssl_st_meta(f, "optim_param_steps");
+    while (v && *v) {
+        const char *eq = strchr(v, '='), *end = strchr(v, ';');
+        if (!end) end = v + strlen(v);
+        if (!eq || eq > end)
+            return ssl_fail(err, SSL_EFORMAT, "%s: metadata 'optim_param_steps' is malformed", path);
+        int i = 0, n = ssl_optim_param_count(opt);
+        while (i < n && (strlen(ssl_optim_param(opt, i)->name) != (size_t)(eq - v) ||
+                         strncmp(ssl_optim_param(opt, i)->name, v, (size_t)(eq - v))))
+            i++;
+        char *num_end;
+        long long s = strtoll(eq + 1, &num_end, 10);
+        if (i == n || num_end != end || num_end == eq + 1)
+            return ssl_fail(err, SSL_EFORMAT, "%s: metadata 'optim_param_steps' names no param or no count at '%.*s'",
+                            path, (int)(end - v), v);
+        char why[SSL_ERR_LEN];
+        if (ssl_optim_set_param_steps(opt, i, s, why))
+            return ssl_fail(err, SSL_EFORMAT, "%s: metadata 'optim_param_steps': %s", path, why);
+        v = *end ? end + 1 : end;
+    }
+    return SSL_OK;
+}
+
 /* train_seconds < 0: not recorded. */
 static int checkpoint_write(const char *path, const ssl_train_config *cfg, const ssl_method *m,
                             const ssl_optim *opt, const ssl_train_state *st, double train_seconds,
@@ -99,6 +145,10 @@ static int checkpoint_write(const char *path, const ssl_train_config *cfg, const
     META("seed", buf);
     snprintf(buf, sizeof buf, "%" PRId64, opt ? ssl_optim_steps(opt) : (int64_t)0);
     META("optim_steps", buf);
+    char *psteps = NULL;
+    if (!rc && opt && (rc = param_steps_meta(opt, &psteps, path, err)) == SSL_OK && psteps)
+        META("optim_param_steps", psteps);
+    free(psteps);
     if (train_seconds >= 0) {
         snprintf(buf, sizeof buf, "%.3f", train_seconds);
         META("train_seconds", buf);
@@ -339,6 +389,7 @@ int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_tra
     if (!rc && opt) {
         rc = parse_int_meta(&f, path, "optim_steps", 0, INT64_MAX, &osteps, err);
         if (!rc) ssl_optim_set_steps(opt, osteps);
+        if (!rc) rc = load_param_steps(&f, opt, path, err);
     }
     ssl_st_free(&f);
     return rc;

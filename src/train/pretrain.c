@@ -286,6 +286,7 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
         /* main_dino.py's order: clip_gradients, then cancel_gradients_last_layer */
         if (cfg->clip_grad > 0) ssl_clip_grad_per_param(params, np, cfg->clip_grad);
         if (ops->after_backward) ops->after_backward(m);
+        ssl_method_mark_frozen(m, params, np);
         float lr = ssl_lr_warmup_cosine(ts.step, warmup, total, peak_lr, 0.0f);
         float wd = cfg->weight_decay;
         if (cfg->weight_decay_end > 0) {

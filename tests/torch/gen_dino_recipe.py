@@ -11,7 +11,9 @@ Keys:
   wd_schedule (15,)        cosine_scheduler(0.04, 0.4, epochs=3, niter_per_ep=5)
   clip.grad.<i>, clip.clipped.<i> (i = 0..4): gradients before and after
                            clip_gradients(model, 3.0); clip.norms (5,) its result
-  adamw.init.<p>           p = weight (6, 5) regularized, bias (6,) not
+  adamw.init.<p>           p = weight (6, 5) regularized, bias (6,) not,
+                           last_layer (4, 5) regularized, its grad None (frozen,
+                           cancel_gradients_last_layer) on steps 0 and 1
   adamw.grad.<k>.<p>       raw gradient of step k = 0..3 (before clipping)
   adamw.clipped.<k>.<p>    after clip_gradients
   adamw.step<k>.<p>        params after step k = 1..4
@@ -31,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from golden import save  # noqa: E402
 
 CLIP = 3.0
+FREEZE_STEPS = 2
 WD, WD_END = float(np.float32(0.04)), float(np.float32(0.4))
 
 
@@ -117,10 +120,11 @@ def main():
     # each group's lr and group 0's weight decay, then backward,
     # clip_gradients, optimizer.step().
     steps = 4
-    init = [("weight", torch.randn(6, 5, generator=g)), ("bias", torch.randn(6, generator=g) * 0.1)]
+    init = [("weight", torch.randn(6, 5, generator=g)), ("bias", torch.randn(6, generator=g) * 0.1),
+            ("last_layer", torch.randn(4, 5, generator=g))]
     model = Params(init)
     groups = get_params_groups(model)
-    assert len(groups[0]["params"]) == 1 and len(groups[1]["params"]) == 1
+    assert len(groups[0]["params"]) == 2 and len(groups[1]["params"]) == 1
     opt = torch.optim.AdamW(groups, lr=0.0, foreach=False)  # betas (0.9, 0.999), eps 1e-8
     lr = [float(np.float32(x)) for x in cosine_scheduler(1e-2, 1e-6, 2, 2, warmup_epochs=1)]
     lr[0] = float(np.float32(5e-3))  # linspace's first warm-up value is 0: no step
@@ -136,14 +140,20 @@ def main():
                 param_group["weight_decay"] = wd[it]
         gw = with_norm(g, (6, 5), wnorm[it])
         gb = with_norm(g, (6,), bnorm[it])
+        gl = with_norm(g, (4, 5), 2.0)
         model.weight.grad, model.bias.grad = gw.clone(), gb.clone()
+        model.last_layer.grad = gl.clone()
         clip_gradients(model, CLIP)
         t["adamw.grad.%d.weight" % it], t["adamw.grad.%d.bias" % it] = gw, gb
+        t["adamw.grad.%d.last_layer" % it] = gl
         t["adamw.clipped.%d.weight" % it] = model.weight.grad.detach().clone()
         t["adamw.clipped.%d.bias" % it] = model.bias.grad.detach().clone()
+        t["adamw.clipped.%d.last_layer" % it] = model.last_layer.grad.detach().clone()
+        if it < FREEZE_STEPS:  # main_dino.py: cancel_gradients_last_layer after the clip
+            model.last_layer.grad = None
         opt.step()
-        t["adamw.step%d.weight" % (it + 1)] = model.weight.detach().clone()
-        t["adamw.step%d.bias" % (it + 1)] = model.bias.detach().clone()
+        for name, _ in init:
+            t["adamw.step%d.%s" % (it + 1, name)] = getattr(model, name).detach().clone()
     t["adamw.lr"] = torch.tensor(lr, dtype=torch.float32)
     t["adamw.wd"] = torch.tensor(wd, dtype=torch.float64)
     assert not math.isclose(wd[0], wd[-1])
