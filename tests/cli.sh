@@ -353,11 +353,38 @@ def load(p):
     meta = h.pop("__metadata__")
     return meta, {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
 ma, ta = load(sys.argv[1]); mb, tb = load(sys.argv[2])
-assert ma["step"] == mb["step"] == "6" and "optim_param_steps" not in ma, ma
+assert ma["step"] == mb["step"] == "6", (ma["step"], mb["step"])
+assert ma["optim_param_steps"] == mb["optim_param_steps"] == "head.last_layer.weight_v=4", ma["optim_param_steps"]
 assert ta.keys() == tb.keys()
 diff = [k for k in ta if ta[k] != tb[k]]
 assert not diff, diff[:5]
 EOF
+fi
+
+# ---- BEiT writes its tokenizer beside the model; --tokenizer reuses it
+# (the run is then the same as the one that trained it); wrong files are refused ----
+BT=("${MIM_SMALL[@]}" --method beit --vocab-size 16 --tokenizer-steps 20 --steps 4 --no-eval)
+if expect_ok $SELFSUP pretrain "${BT[@]}" --out "$T/bt1" &&
+    expect_ok $SELFSUP pretrain "${BT[@]}" --tokenizer "$T/bt1/tokenizer.safetensors" --out "$T/bt2"; then
+    cmp -s "$T/bt1/tokenizer.safetensors" "$T/bt2/tokenizer.safetensors" && ok || bad "beit: the reused tokenizer was not saved as it was"
+    $PY - "$T/bt1/last.safetensors" "$T/bt2/last.safetensors" <<'EOF' && ok || bad "beit: a run with the saved tokenizer differs"
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    h.pop("__metadata__")
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
+ta, tb = load(sys.argv[1]), load(sys.argv[2])
+assert ta.keys() == tb.keys() and any(k.startswith("tokenizer.") for k in ta)
+diff = [k for k in ta if ta[k] != tb[k]]
+assert not diff, diff[:5]
+EOF
+    expect_fail 1 "the model needs F32 \[32," -- $SELFSUP pretrain "${BT[@]}" --vocab-size 32 --tokenizer "$T/bt1/tokenizer.safetensors" --out "$T/bt3"
+    expect_fail 1 "not a selfsup state file" -- $SELFSUP pretrain "${BT[@]}" --tokenizer "$T/bt1/last.safetensors" --out "$T/bt3"
+    expect_fail 1 "applies to a method with a tokenizer" -- $SELFSUP pretrain "${SMALL[@]}" --steps 2 --no-eval --tokenizer "$T/bt1/tokenizer.safetensors" --out "$T/bt3"
+    expect_fail 1 "is for a new run" -- $SELFSUP pretrain --resume "$T/bt1/last.safetensors" --tokenizer "$T/bt1/tokenizer.safetensors"
+    expect_fail 1 "cannot open" -- $SELFSUP pretrain "${BT[@]}" --tokenizer "$T/none.safetensors" --out "$T/bt3"
 fi
 
 # ---- PyTorch loads the encoder into torchvision's ResNet-18 and agrees ----

@@ -212,6 +212,10 @@ int ssl_method_add_state(ssl_method *m, const char *prefix, ssl_registry *reg, c
 /* Epochs (a float option) in steps of this run, at least 0. */
 int64_t ssl_method_epochs_to_steps(const ssl_method *m, float epochs);
 
+/* The saved-state prefix of a visual tokenizer (BEiT's), which a new run
+ * also writes as a file of its own (ssl_checkpoint_save_state). */
+#define SSL_TOKENIZER_STATE "tokenizer."
+
 /* Sets params[i].frozen for this step (m->step) from ops->frozen: params is
  * the optimizer's copy of the encoder's and the heads' parameters. Call it
  * after the backward, before the optimizer step. */

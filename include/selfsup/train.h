@@ -39,6 +39,7 @@ typedef struct ssl_train_config {
     uint64_t seed;         /* --seed */
     char out[512];         /* --out: run folder (checkpoints, log.jsonl) */
     char resume[512];      /* --resume CKPT */
+    char tokenizer[512];   /* --tokenizer FILE: BEiT's tokenizer from a file, not trained */
     int log_every;         /* --log-every: steps between progress lines */
     int quiet;             /* no progress lines */
     int64_t stop_after;    /* --stop-after: stop (with a checkpoint) after this global step; 0 = no */
@@ -130,6 +131,12 @@ int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_tra
 /* The tensors of m (encoder, heads, saved state with their prefixes) from an
  * open safetensors file; path is for messages. */
 int ssl_checkpoint_load_tensors(const ssl_st_file *f, const char *path, ssl_method *m, char *err);
+/* One of m's saved states (ssl_method_add_state; prefix e.g. BEiT's
+ * "tokenizer.") as a file of its own (format "selfsup-state": the method,
+ * the prefix, the tensors under their checkpoint names), and back into a
+ * method of the same kind and shapes. SSL_EINVAL when m has no such state. */
+int ssl_checkpoint_save_state(const char *path, const ssl_method *m, const char *prefix, char *err);
+int ssl_checkpoint_load_state(const char *path, ssl_method *m, const char *prefix, char *err);
 
 /* ---- evaluation ---- */
 /* Frozen features of a whole split: encoder in eval mode (running BN stats),

@@ -135,6 +135,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         STR("--lr-scale", t->lr_scale);
         STR("--out", t->out);
         STR("--resume", t->resume);
+        STR("--tokenizer", t->tokenizer);
         STR("--protocol", o->protocol);
         STR("--split", o->split);
         STR("--prefix", o->prefix);

@@ -52,6 +52,8 @@ static const char usage[] =
     "  --seed N             (default 1)\n"
     "  --out DIR            run folder: last.safetensors, log.jsonl (default runs/METHOD)\n"
     "  --resume CKPT        continue the run saved in CKPT (its config is reused)\n"
+    "  --tokenizer FILE     beit: the visual tokenizer from FILE (a tokenizer.safetensors\n"
+    "                       an earlier run wrote) instead of training one\n"
     "  --stop-after N       stop at global step N with a checkpoint (for resuming)\n"
     "  --time-budget S      at most S seconds of pretraining: after 6 steps the\n"
     "                       schedule is shortened to the steps that fit (saved in the\n"
@@ -111,6 +113,7 @@ int cmd_pretrain(int argc, char **argv)
             return CLI_ERR;
         }
         snprintf(saved.resume, sizeof saved.resume, "%s", cfg.resume);
+        snprintf(saved.tokenizer, sizeof saved.tokenizer, "%s", cfg.tokenizer); /* refused below */
         saved.threads = cfg.threads;
         saved.workers = cfg.workers;
         saved.quiet = cfg.quiet;

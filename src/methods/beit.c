@@ -228,7 +228,7 @@ static int beit_init(ssl_method *m, ssl_rng *rng, char *err)
     rc = ssl_vq_tokenizer_init(&s->tok, &vc, rng, err);
     if (rc) return rc;
     s->has_tok = 1;
-    return ssl_method_add_state(m, "tokenizer.", &s->tok.reg, err);
+    return ssl_method_add_state(m, SSL_TOKENIZER_STATE, &s->tok.reg, err);
 }
 
 /* A new run: the tokenizer learns the training split's patches first. */

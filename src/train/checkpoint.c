@@ -356,6 +356,55 @@ int ssl_checkpoint_load_tensors(const ssl_st_file *f, const char *path, ssl_meth
     return rc;
 }
 
+#define STATE_FORMAT "selfsup-state"
+
+static ssl_registry *find_state(const ssl_method *m, const char *prefix, char *err)
+{
+    for (int i = 0; i < m->n_state; i++)
+        if (!strcmp(m->state[i].prefix, prefix)) return m->state[i].reg;
+    ssl_fail(err, SSL_EINVAL, "%s keeps no '%s' state", m->ops->name, prefix);
+    return NULL;
+}
+
+int ssl_checkpoint_save_state(const char *path, const ssl_method *m, const char *prefix, char *err)
+{
+    const ssl_registry *r = find_state(m, prefix, err);
+    if (!r) return SSL_EINVAL;
+    ssl_st_writer w;
+    ssl_st_writer_init(&w);
+    int rc = add_registry(&w, prefix, r, err);
+    if (!rc) rc = ssl_st_add_meta(&w, "format", STATE_FORMAT, err);
+    if (!rc) rc = ssl_st_add_meta(&w, "version", CKPT_VERSION, err);
+    if (!rc) rc = ssl_st_add_meta(&w, "method", m->ops->name, err);
+    if (!rc) rc = ssl_st_add_meta(&w, "prefix", prefix, err);
+    if (!rc) rc = ssl_st_write(&w, path, err);
+    ssl_st_writer_free(&w);
+    return rc;
+}
+
+int ssl_checkpoint_load_state(const char *path, ssl_method *m, const char *prefix, char *err)
+{
+    ssl_registry *r = find_state(m, prefix, err);
+    if (!r) return SSL_EINVAL;
+    ssl_st_file f;
+    int rc = ssl_st_load(&f, path, err);
+    if (rc) return rc;
+    const char *fmt = ssl_st_meta(&f, "format"), *meth = ssl_st_meta(&f, "method"),
+               *pre = ssl_st_meta(&f, "prefix"), *ver = ssl_st_meta(&f, "version");
+    if (!fmt || strcmp(fmt, STATE_FORMAT) || !pre || !ver)
+        rc = ssl_fail(err, SSL_EFORMAT, "%s: not a selfsup state file (format is '%s')", path,
+                      fmt ? fmt : "missing");
+    else if (strcmp(ver, CKPT_VERSION))
+        rc = ssl_fail(err, SSL_EFORMAT, "%s: state file version '%s' not supported (want %s)", path,
+                      ver, CKPT_VERSION);
+    else if (!meth || strcmp(meth, m->ops->name) || strcmp(pre, prefix))
+        rc = ssl_fail(err, SSL_EINVAL, "%s: holds %s's '%s' state, not %s's '%s'", path,
+                      meth ? meth : "?", pre, m->ops->name, prefix);
+    if (!rc) rc = load_registry(&f, path, prefix, r, err);
+    ssl_st_free(&f);
+    return rc;
+}
+
 int ssl_checkpoint_load(const char *path, ssl_method *m, ssl_optim *opt, ssl_train_state *st,
                         char *err)
 {

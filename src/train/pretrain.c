@@ -163,12 +163,31 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
     if (cfg->knn_every > 0 && (rc = check_knn_splits(train, knn_train, knn_test, err))) return rc;
     rc = ssl_method_create(m, ops, &cfg->mcfg, &enc, &ctx->rng, err);
     if (!rc) rc = ssl_method_setup_run(m, train->h, train->w, cfg->batch_size, err);
-    if (!rc && ops->fit_data && !cfg->resume[0]) rc = ops->fit_data(m, train, err);
+    /* BEiT's tokenizer: from --tokenizer, or trained on the data (fit_data);
+     * a new run saves it beside the model as tokenizer.safetensors */
+    int has_tok = 0;
+    for (int i = 0; i < m->n_state; i++) has_tok |= !strcmp(m->state[i].prefix, SSL_TOKENIZER_STATE);
+    if (!rc && cfg->tokenizer[0] && (!has_tok || cfg->resume[0]))
+        rc = ssl_fail(err, SSL_EINVAL, "--tokenizer %s", cfg->resume[0] ? "is for a new run (the checkpoint has its tokenizer)"
+                                                                         : "applies to a method with a tokenizer (beit)");
+    if (!rc && cfg->tokenizer[0]) {
+        rc = ssl_checkpoint_load_state(cfg->tokenizer, m, SSL_TOKENIZER_STATE, err);
+        if (!rc && !cfg->quiet) fprintf(stderr, "[%s] tokenizer from %s\n", ops->name, cfg->tokenizer);
+    } else if (!rc && ops->fit_data && !cfg->resume[0]) {
+        rc = ops->fit_data(m, train, err);
+    }
     if (rc) return rc;
     cfg->mcfg = m->cfg; /* with the method's defaults filled: saved with the run */
     m->steps_per_epoch = train->n / cfg->batch_size;
     rc = ssl_train_make_dir(cfg->out, err);
     if (rc) return rc;
+    if (has_tok && !cfg->resume[0]) {
+        char tok_path[600];
+        snprintf(tok_path, sizeof tok_path, "%.500s/tokenizer.safetensors", cfg->out);
+        rc = ssl_checkpoint_save_state(tok_path, m, SSL_TOKENIZER_STATE, err);
+        if (rc) return rc;
+        if (!cfg->quiet) fprintf(stderr, "[%s] tokenizer saved to %s\n", ops->name, tok_path);
+    }
 
     /* All trainable parameters, encoder first, for the optimizer. */
     int np = m->encoder.reg->n_params + m->heads.n_params;
