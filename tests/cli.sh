@@ -305,20 +305,8 @@ for m in $METHODS; do
     expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --no-eval --out "$T/full_$m" || continue
     expect_ok $SELFSUP pretrain "${args[@]}" --method $m --steps 6 --stop-after 3 --no-eval --out "$T/part_$m" || continue
     expect_ok $SELFSUP pretrain --resume "$T/part_$m/last.safetensors" --threads 2 --quiet --no-eval || continue
-    $PY - "$T/full_$m/last.safetensors" "$T/part_$m/last.safetensors" <<'EOF' && ok || bad "$m: resumed run differs from the uninterrupted one"
-import json, struct, sys
-def load(p):
-    b = open(p, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    meta = h.pop("__metadata__")
-    return meta, {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
-ma, ta = load(sys.argv[1]); mb, tb = load(sys.argv[2])
-assert ma["step"] == mb["step"] == "6", (ma["step"], mb["step"])
-assert ta.keys() == tb.keys()
-diff = [k for k in ta if ta[k] != tb[k]]
-assert not diff, diff[:5]
-EOF
+    $PY tests/same_checkpoint.py "$T/full_$m/last.safetensors" "$T/part_$m/last.safetensors" step=6 &&
+        ok || bad "$m: resumed run differs from the uninterrupted one"
 done
 
 # ---- DINO on a ViT (AdamW recipe): the last layer is frozen for 2 of 6
@@ -344,21 +332,8 @@ open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
 EOF
     expect_fail 1 "updated 4 times in 3 steps" -- $SELFSUP pretrain --resume "$T/dv_lie.safetensors" --threads 2 --quiet --no-eval
     expect_ok $SELFSUP pretrain --resume "$T/dv_part/last.safetensors" --threads 2 --quiet --no-eval &&
-        $PY - "$T/dv_full/last.safetensors" "$T/dv_part/last.safetensors" <<'EOF' && ok || bad "dino vit: resumed run differs from the uninterrupted one"
-import json, struct, sys
-def load(p):
-    b = open(p, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    meta = h.pop("__metadata__")
-    return meta, {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
-ma, ta = load(sys.argv[1]); mb, tb = load(sys.argv[2])
-assert ma["step"] == mb["step"] == "6", (ma["step"], mb["step"])
-assert ma["optim_param_steps"] == mb["optim_param_steps"] == "head.last_layer.weight_v=4", ma["optim_param_steps"]
-assert ta.keys() == tb.keys()
-diff = [k for k in ta if ta[k] != tb[k]]
-assert not diff, diff[:5]
-EOF
+        $PY tests/same_checkpoint.py "$T/dv_full/last.safetensors" "$T/dv_part/last.safetensors" step=6 \
+            optim_param_steps=head.last_layer.weight_v=4 && ok || bad "dino vit: resumed run differs from the uninterrupted one"
 fi
 
 # ---- BEiT writes its tokenizer beside the model; --tokenizer reuses it
