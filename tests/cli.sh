@@ -312,9 +312,11 @@ done
 # ---- DINO on a ViT (AdamW recipe): the last layer is frozen for 2 of 6
 # steps, so its Adam step count (torch's per-param state['step']) lags the
 # optimizer's; the checkpoint keeps it and the resume continues exactly. A
-# lying count is refused. (Also runs the default local crop: 14 px at patch 7.) ----
-DV=("${MIM_SMALL[@]}" --method dino --proj-hidden 64 --bottleneck-dim 32 --out-dim 256 --local-crops 2
-    --freeze-last-layer-epochs 0.03 --steps 6 --no-eval)
+# lying count is refused. (Also runs the default local crop: 14 px at patch 7,
+# and with 2 blocks the recipe's drop path 0.1 on the second: its draws are
+# keyed to the step, so the resume repeats them; without it the run differs.) ----
+DV=("${MIM_SMALL[@]}" --vit-depth 2 --method dino --proj-hidden 64 --bottleneck-dim 32 --out-dim 256
+    --local-crops 2 --freeze-last-layer-epochs 0.03 --steps 6 --no-eval)
 if expect_ok $SELFSUP pretrain "${DV[@]}" --out "$T/dv_full" &&
     expect_ok $SELFSUP pretrain "${DV[@]}" --stop-after 3 --out "$T/dv_part"; then
     $PY - "$T/dv_part/last.safetensors" "$T/dv_lie.safetensors" <<'EOF' && ok || bad "dino vit: optim_param_steps"
@@ -324,7 +326,8 @@ n = struct.unpack("<Q", b[:8])[0]
 h = json.loads(b[8:8 + n])
 meta = h["__metadata__"]
 assert meta["optim_steps"] == "3" and meta["optim_param_steps"] == "head.last_layer.weight_v=1", meta.get("optim_param_steps")
-assert json.loads(meta["config"])["local_size"] == 14, meta["config"]
+cfg = json.loads(meta["config"])
+assert cfg["local_size"] == 14 and abs(cfg["drop_path"] - 0.1) < 1e-7 and abs(cfg["min_lr"] - 1e-6) < 1e-12, meta["config"]
 meta["optim_param_steps"] = "head.last_layer.weight_v=4"
 hb = json.dumps(h).encode()
 hb += b" " * (-len(hb) % 8)
@@ -334,7 +337,13 @@ EOF
     expect_ok $SELFSUP pretrain --resume "$T/dv_part/last.safetensors" --threads 2 --quiet --no-eval &&
         $PY tests/same_checkpoint.py "$T/dv_full/last.safetensors" "$T/dv_part/last.safetensors" step=6 \
             optim_param_steps=head.last_layer.weight_v=4 && ok || bad "dino vit: resumed run differs from the uninterrupted one"
+    expect_ok $SELFSUP pretrain "${DV[@]}" --drop-path 0 --out "$T/dv_nodrop" &&
+        ! $PY tests/same_checkpoint.py "$T/dv_full/last.safetensors" "$T/dv_nodrop/last.safetensors" \
+            2>/dev/null && ok || bad "dino vit: --drop-path 0 trains the same as drop path 0.1"
 fi
+expect_fail 1 "--drop-path needs a ViT" -- $SELFSUP pretrain "${SMALL[@]}" --drop-path 0.1 --steps 1
+expect_fail 2 "--drop-path must be in" -- $SELFSUP pretrain --method dino --drop-path 1.5
+expect_fail 2 "--min-lr must be finite" -- $SELFSUP pretrain --min-lr inf
 
 # ---- BEiT writes its tokenizer beside the model; --tokenizer reuses it
 # (the run is then the same as the one that trained it); wrong files are refused ----

@@ -83,6 +83,26 @@ static void test_wd_schedule(const ssl_st_file *f)
     CHECK(ssl_wd_cosine(5, 0, 0.04f, 0.4f) == 0.04f, "wd of an empty schedule");
 }
 
+/* main_dino.py's learning rate, cosine_scheduler(1e-3, min_lr 1e-6, 4
+ * epochs of 5 steps, 1 warm-up epoch): after the warm-up (where DINO's
+ * linspace(0, lr, 5) starts at 0 and ours at lr / 5) every step matches,
+ * and the end is min_lr. */
+static void test_lr_schedule(const ssl_st_file *f)
+{
+    enum { TOTAL = 20, WARM = 5 };
+    const float *ref = golden(f, "lr_schedule", TOTAL);
+    if (!ref) return;
+    float got[TOTAL];
+    for (int i = 0; i < TOTAL; i++) got[i] = ssl_lr_warmup_cosine(i, WARM, TOTAL, 1e-3f, 1e-6f);
+    CHECK_CLOSE(got + WARM, ref + WARM, TOTAL - WARM, 0.0, SCHED_RTOL,
+                "ssl_lr_warmup_cosine vs cosine_scheduler with min_lr, after the warm-up");
+    CHECK(got[WARM - 1] == 1e-3f && fabsf(ref[WARM - 1] - 1e-3f) <= 1e-9f,
+          "both reach the peak at the last warm-up step: %g, %g", (double)got[WARM - 1],
+          (double)ref[WARM - 1]);
+    CHECK(ssl_lr_warmup_cosine(TOTAL, WARM, TOTAL, 1e-3f, 1e-6f) == 1e-6f, "lr at the end: %g",
+          (double)ssl_lr_warmup_cosine(TOTAL, WARM, TOTAL, 1e-3f, 1e-6f));
+}
+
 /* clip_gradients(model, 3.0) on five params: norm 5 (clipped to 3), 0.5,
  * a zero gradient, 2.9999 (coefficient just over 1: untouched) and a large
  * param of norm 17 (summed on several threads). */
@@ -215,6 +235,11 @@ static void test_resolve(void)
           "dino vit_tiny: wd %g -> %g, clip %g; want 0.04 -> 0.4, 3", (double)c.weight_decay,
           (double)c.weight_decay_end, (double)c.clip_grad);
     CHECK(c.warmup_epochs == 0.5f, "dino vit_tiny: warm-up %g epochs", (double)c.warmup_epochs);
+    CHECK(c.min_lr == 1e-6f && c.drop_path == 0.1f, "dino vit_tiny: min lr %g, drop path %g",
+          (double)c.min_lr, (double)c.drop_path);
+    ssl_encoder_config ec;
+    CHECK(ssl_train_encoder_config(&c, 1, 28, &ec, err) == SSL_OK && ec.vit.drop_path == 0.1f,
+          "dino vit_tiny: the encoder's drop path %g (%s)", (double)ec.vit.drop_path, err);
     const ssl_method_ops *dino = ssl_method_find("dino");
     CHECK(dino && ssl_train_config_recipe(&c, dino)->beta2 == 0.999f, "dino ViT recipe beta2");
 
@@ -226,6 +251,21 @@ static void test_resolve(void)
           "dino resnet18: %s lr %g wd %g -> %g clip %g; want sgd 0.03 1e-4, no schedule, no clip",
           c.optimizer, (double)c.lr, (double)c.weight_decay, (double)c.weight_decay_end,
           (double)c.clip_grad);
+    CHECK(c.min_lr == 1e-6f && c.drop_path == 0, "dino resnet18: min lr %g, drop path %g",
+          (double)c.min_lr, (double)c.drop_path);
+    ssl_train_config_default(&c);
+    c.drop_path = 0.2f;
+    CHECK(resolve(&c, "dino", "resnet18", err) == SSL_EINVAL && strstr(err, "--drop-path"),
+          "--drop-path on a ResNet accepted (%s)", err);
+    ssl_train_config_default(&c);
+    c.drop_path = 1.0f;
+    CHECK(resolve(&c, "dino", "vit_tiny", err) == SSL_EINVAL && strstr(err, "--drop-path"),
+          "--drop-path 1 accepted (%s)", err);
+    ssl_train_config_default(&c);
+    c.drop_path = 0.3f; /* any method's ViT may use it */
+    rc = resolve(&c, "mae", "vit_tiny", err);
+    CHECK(rc == SSL_OK && c.drop_path == 0.3f && c.min_lr == 0, "mae vit_tiny --drop-path 0.3: "
+          "%g, min lr %g (%s)", (double)c.drop_path, (double)c.min_lr, err);
 
     /* what the user set stays; the rest comes from the ViT recipe */
     ssl_train_config_default(&c);
@@ -242,9 +282,10 @@ static void test_resolve(void)
     ssl_train_config_default(&c);
     rc = resolve(&c, "simclr", "vit_tiny", err);
     CHECK(rc == SSL_OK && !strcmp(c.optimizer, "lars") && c.clip_grad == 0 &&
-              c.weight_decay_end == 0,
-          "simclr vit_tiny: %s clip %g wd end %g (%s)", c.optimizer, (double)c.clip_grad,
-          (double)c.weight_decay_end, err);
+              c.weight_decay_end == 0 && c.min_lr == 0 && c.drop_path == 0,
+          "simclr vit_tiny: %s clip %g wd end %g min lr %g drop path %g (%s)", c.optimizer,
+          (double)c.clip_grad, (double)c.weight_decay_end, (double)c.min_lr,
+          (double)c.drop_path, err);
 
     ssl_train_config_default(&c);
     c.clip_grad = -2;
@@ -256,8 +297,9 @@ static void test_resolve(void)
           "infinite --weight-decay-end accepted (%s)", err);
 }
 
-/* The two fields survive ssl_checkpoint_save -> ssl_checkpoint_read_config;
- * a checkpoint written before them reads as 0 (no schedule, no clip). */
+/* The recipe fields survive ssl_checkpoint_save -> ssl_checkpoint_read_config;
+ * a checkpoint written before them reads as 0 (no schedule, no clip, lr to
+ * 0, no drop path). */
 static void test_checkpoint_config(void)
 {
     char err[SSL_ERR_LEN] = "", path[128];
@@ -267,6 +309,7 @@ static void test_checkpoint_config(void)
     tc.width = 4;
     tc.weight_decay_end = 0.3f;
     tc.clip_grad = 2.5f;
+    tc.min_lr = 2e-5f;
     int rc = ssl_train_config_resolve(&tc, err);
     ssl_encoder_config ec;
     if (!rc) rc = ssl_train_encoder_config(&tc, 1, 28, &ec, err);
@@ -282,9 +325,11 @@ static void test_checkpoint_config(void)
     int ch = 0;
     if (!rc) {
         rc = ssl_checkpoint_read_config(path, &got, &ch, NULL, err);
-        CHECK(rc == SSL_OK && got.weight_decay_end == 0.3f && got.clip_grad == 2.5f,
-              "read back: wd end %g, clip %g (%s)", (double)got.weight_decay_end,
-              (double)got.clip_grad, err);
+        CHECK(rc == SSL_OK && got.weight_decay_end == 0.3f && got.clip_grad == 2.5f &&
+                  got.min_lr == 2e-5f && got.drop_path == 0,
+              "read back: wd end %g, clip %g, min lr %g, drop path %g (%s)",
+              (double)got.weight_decay_end, (double)got.clip_grad, (double)got.min_lr,
+              (double)got.drop_path, err);
     }
     ssl_method_free(&m);
     remove(path);
@@ -306,14 +351,18 @@ static void test_checkpoint_config(void)
     CHECK(rc == SSL_OK, "old checkpoint write: %s", err);
     if (!rc) {
         rc = ssl_checkpoint_read_config(path, &got, &ch, NULL, err);
-        CHECK(rc == SSL_OK && got.weight_decay_end == 0 && got.clip_grad == 0,
-              "old checkpoint: wd end %g, clip %g, want 0 and 0 (%s)",
-              (double)got.weight_decay_end, (double)got.clip_grad, err);
+        CHECK(rc == SSL_OK && got.weight_decay_end == 0 && got.clip_grad == 0 &&
+                  got.min_lr == 0 && got.drop_path == 0,
+              "old checkpoint: wd end %g, clip %g, min lr %g, drop path %g, want 0 (%s)",
+              (double)got.weight_decay_end, (double)got.clip_grad, (double)got.min_lr,
+              (double)got.drop_path, err);
         /* resolved, it keeps them off rather than taking the ViT recipe's */
         if (!rc) rc = ssl_train_config_resolve(&got, err);
-        CHECK(rc == SSL_OK && got.weight_decay_end == 0 && got.clip_grad == 0,
-              "old checkpoint resolved: wd end %g, clip %g (%s)", (double)got.weight_decay_end,
-              (double)got.clip_grad, err);
+        CHECK(rc == SSL_OK && got.weight_decay_end == 0 && got.clip_grad == 0 &&
+                  got.min_lr == 0 && got.drop_path == 0,
+              "old checkpoint resolved: wd end %g, clip %g, min lr %g, drop path %g (%s)",
+              (double)got.weight_decay_end, (double)got.clip_grad, (double)got.min_lr,
+              (double)got.drop_path, err);
     }
     remove(path);
 }
@@ -374,6 +423,7 @@ int main(void)
     ssl_st_file f;
     if (golden_load(&f, "dino_recipe.safetensors", "gen_dino_recipe.py")) {
         test_wd_schedule(&f);
+        test_lr_schedule(&f);
         test_clip(&f);
         test_adamw_steps(&f);
         ssl_st_free(&f);

@@ -134,6 +134,20 @@ static ssl_tensor *op_block(ssl_graph *g, const fcase *c)
 {
     return ssl_vit_block_forward(g, c->obj, c->in[0], c->ia[0]);
 }
+/* obj: the N per-sample scales */
+static ssl_tensor *op_add_scaled(ssl_graph *g, const fcase *c)
+{
+    return ssl_op_add_sample_scaled(g, c->in[0], c->in[1], c->ia[0], c->obj);
+}
+typedef struct block_dp {
+    ssl_vit_block *b;
+    const float *scale; /* 2N */
+} block_dp;
+static ssl_tensor *op_block_dp(ssl_graph *g, const fcase *c)
+{
+    const block_dp *d = c->obj;
+    return ssl_vit_block_forward_dp(g, d->b, c->in[0], c->ia[0], d->scale);
+}
 
 static double eval_loss(ssl_graph *g, const fcase *c, const float *R)
 {
@@ -249,6 +263,10 @@ static void test_finite_differences(ssl_ctx *ctx)
                            .ia = {3, 1, 2}, .vars = {&tk}}, R);
     fd_check(ctx, &(fcase){.name = "token_mean from 1", .op = op_mean, .in = {&tk}, .ia = {3, 1},
                            .vars = {&tk}}, R);
+    ssl_tensor br = mk2(&r, 12, 5, 1.0f, 1);
+    static float dps[3] = {1.25f, 0.0f, 1.25f}; /* sample 1's branch dropped */
+    fd_check(ctx, &(fcase){.name = "add_sample_scaled (drop path)", .op = op_add_scaled,
+                           .in = {&tk, &br}, .ia = {3}, .obj = dps, .vars = {&tk, &br}}, R);
 
     /* a whole block with non-trivial weights: x and two parameters */
     ssl_registry reg;
@@ -263,9 +281,15 @@ static void test_finite_differences(ssl_ctx *ctx)
                            .ia = {2}, .obj = &blk,
                            .vars = {&bx, &blk.qkv_w, &blk.norm1_w, &blk.fc1_b}},
              R);
+    /* drop path: sample 0 keeps attention and drops the MLP, sample 1 the reverse */
+    static const float bsc[4] = {2.0f, 0.0f, 0.0f, 2.0f};
+    fd_check(ctx, &(fcase){.name = "vit block with drop path", .op = op_block_dp, .in = {&bx},
+                           .ia = {2}, .obj = &(block_dp){&blk, bsc},
+                           .vars = {&bx, &blk.qkv_w, &blk.fc1_b}},
+             R);
     ssl_registry_free(&reg);
     ssl_tensor *all[] = {&x,  &gm,  &bt, &qkv, &qkv1, &img, &w,
-                         &b,  &tk,  &tok, &pos1, &pos, &vis, &bx};
+                         &b,  &tk,  &tok, &pos1, &pos, &vis, &bx, &br};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) unmk(all[i]);
 }
 
@@ -550,6 +574,12 @@ static void test_model(const char *file, int n_threads)
                           .qkv_bias = meta_int(&f, "qkv_bias"),
                           .class_token = meta_int(&f, "class_token")};
     CHECK(pos && ssl_vit_pos_from_name(pos, &cfg.pos) == SSL_OK, "%s: bad pos '%s'", what, pos);
+    const char *dpm = ssl_st_meta(&f, "drop_path");
+    cfg.drop_path = dpm ? strtof(dpm, NULL) : 0.0f;
+    /* with drop path every training pass below drops with the masks of the
+     * first pass after this key, as the golden's */
+    const uint64_t dp_seed = cfg.drop_path > 0 ? (uint64_t)meta_int(&f, "dp_seed") : 0;
+    const int64_t dp_step = cfg.drop_path > 0 ? meta_int(&f, "dp_step") : 0;
     ssl_ctx ctx;
     ssl_ctx_init(&ctx, 1, n_threads);
     ssl_vit m;
@@ -572,6 +602,19 @@ static void test_model(const char *file, int n_threads)
     CHECK(n_state == m.reg.n_params + m.reg.n_buffers,
           "%s: %d state_dict tensors in torch, %d here", what, n_state,
           m.reg.n_params + m.reg.n_buffers);
+    /* the draws themselves: block i's scales of that pass */
+    for (int i = 1; cfg.drop_path > 0 && i < cfg.depth; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "res.dp_scales.%d", i);
+        const ssl_st_entry *se = ssl_st_find(&f, key);
+        CHECK(se && se->dtype == SSL_DT_F32 && se->ndim == 1, "%s: golden %s", what, key);
+        if (!se || se->dtype != SSL_DT_F32 || se->ndim != 1 || se->shape[0] > 64) continue;
+        float sc[64];
+        const int n2 = (int)se->shape[0];
+        ssl_vit_drop_path_scales(dp_seed, dp_step, 0, i, ssl_vit_drop_rate(&cfg, i), n2 / 2, sc);
+        CHECK(memcmp(sc, se->data, sizeof(float) * (size_t)n2) == 0,
+              "%s: block %d's drop-path draws differ from the golden's", what, i);
+    }
 
     const ssl_st_entry *xe = ssl_st_find(&f, "res.input");
     CHECK(xe && xe->dtype == SSL_DT_F32 && xe->ndim == 4, "%s: golden input", what);
@@ -581,8 +624,10 @@ static void test_model(const char *file, int n_threads)
         const int N = xs[0];
         ssl_graph g;
         ssl_graph_init(&g, &ctx);
+        ssl_vit_drop_path_key(&m, dp_seed, dp_step);
         compare_loss(&g, &m, &f, ssl_vit_forward_tokens(&g, &m, &x), "tokens", "tokens", what);
         ssl_graph_reset(&g);
+        ssl_vit_drop_path_key(&m, dp_seed, dp_step);
         compare_loss(&g, &m, &f, ssl_vit_forward(&g, &m, &x), "features", "features", what);
         /* other image sizes: position embeddings resampled bicubically */
         static const char *const sizes[2] = {"small", "large"};
@@ -596,6 +641,7 @@ static void test_model(const char *file, int n_threads)
             int ss[4] = {(int)se->shape[0], (int)se->shape[1], (int)se->shape[2], (int)se->shape[3]};
             ssl_tensor xs = ssl_tensor_wrap(se->data, NULL, 4, ss, SSL_LAYOUT_NCHW);
             ssl_graph_reset(&g);
+            ssl_vit_drop_path_key(&m, dp_seed, dp_step);
             compare_loss(&g, &m, &f, ssl_vit_forward(&g, &m, &xs), out, sizes[s], what);
         }
         const ssl_st_entry *ke = ssl_st_find(&f, "res.keep");
@@ -604,22 +650,48 @@ static void test_model(const char *file, int n_threads)
                   "%s: res.keep missing", what);
             if (ke && ke->dtype == SSL_DT_I32 && ke->ndim == 2 && ke->shape[0] == N) {
                 ssl_graph_reset(&g);
+                ssl_vit_drop_path_key(&m, dp_seed, dp_step);
                 ssl_tensor *t = ssl_vit_embed(&g, &m, &x);
                 compare_loss(&g, &m, &f, ssl_vit_encode(&g, &m, t, N, ke->data, (int)ke->shape[1]),
                              "vis_tokens", "vis", what);
             }
         }
-        /* inference: the same features, no node */
+        /* inference: the same features (without drop path), no node */
+        const char *plain = cfg.drop_path > 0 ? "res.features_nodrop" : "res.features";
         ssl_graph_reset(&g);
         g.record = 0;
         ssl_tensor *y = ssl_vit_forward(&g, &m, &x);
-        const float *ref = gold(&f, "res.features", (long)N * m.feat_dim);
+        const float *ref = gold(&f, plain, (long)N * m.feat_dim);
         char msg[128];
         snprintf(msg, sizeof msg, "%s features, record = 0", what);
         if (y && ref)
             CHECK_CLOSE(y->data, ref, (long)N * m.feat_dim, TOL.out_atol, TOL.out_rtol, msg);
         CHECK(y && g.n_nodes == 0, "%s: inference recorded %d nodes (%s)", what, g.n_nodes,
               ctx.err);
+        if (cfg.drop_path > 0) {
+            /* a recorded pass in eval mode (fine-tuning's evaluation) drops nothing either */
+            ssl_graph_reset(&g);
+            g.record = 1;
+            g.training = 0;
+            y = ssl_vit_forward(&g, &m, &x);
+            snprintf(msg, sizeof msg, "%s features, training = 0", what);
+            if (y && ref)
+                CHECK_CLOSE(y->data, ref, (long)N * m.feat_dim, TOL.out_atol, TOL.out_rtol, msg);
+            /* the second training pass after a key draws anew */
+            ssl_graph_reset(&g);
+            g.training = 1;
+            ssl_vit_drop_path_key(&m, dp_seed, dp_step);
+            float first[2 * 64], second[2 * 64];
+            const int n = N <= 64 ? N : 64;
+            ssl_vit_drop_path_scales(dp_seed, dp_step, 0, cfg.depth - 1,
+                                     ssl_vit_drop_rate(&cfg, cfg.depth - 1), n, first);
+            ssl_vit_drop_path_scales(dp_seed, dp_step, 1, cfg.depth - 1,
+                                     ssl_vit_drop_rate(&cfg, cfg.depth - 1), n, second);
+            ssl_vit_forward(&g, &m, &x);
+            CHECK(m.dp_pass == 1, "%s: a training pass counts itself (%u)", what, m.dp_pass);
+            CHECK(memcmp(first, second, sizeof(float) * 2 * (size_t)n) != 0,
+                  "%s: passes 0 and 1 draw the same masks", what);
+        }
         ssl_graph_free(&g);
     }
     ssl_vit_free(&m);
@@ -895,9 +967,10 @@ int main(void)
     ssl_ctx_free(&ctx);
     printf("PyTorch parity of whole ViTs:\n");
     static const char *const models[] = {"vit_c1_learned.safetensors", "vit_c3_sincos.safetensors",
-                                         "vit_c3_avg.safetensors"};
-    for (int i = 0; i < 3; i++) test_model(models[i], 1);
+                                         "vit_c3_avg.safetensors", "vit_c1_droppath.safetensors"};
+    for (int i = 0; i < 4; i++) test_model(models[i], 1);
     test_model(models[0], 2);
+    test_model(models[3], 2);
     test_presets();
     test_threads();
     test_arena();

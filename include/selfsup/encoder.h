@@ -39,8 +39,12 @@ typedef struct ssl_encoder {
 int ssl_encoder_init(ssl_encoder *e, const ssl_encoder_config *cfg, ssl_rng *rng, char *err);
 void ssl_encoder_free(ssl_encoder *e);
 /* A second encoder of the same architecture, weights and buffers copied
- * (teachers, momentum encoders). */
+ * (teachers, momentum encoders), without drop path. */
 int ssl_encoder_clone(ssl_encoder *dst, const ssl_encoder *src, char *err);
+/* Keys the random parts of the training passes of one step (a ViT's drop
+ * path) to (seed, step), so a resumed run draws what the uninterrupted one
+ * did; the training loops call it before each step. */
+void ssl_encoder_step_key(ssl_encoder *e, uint64_t seed, int64_t step);
 /* x (N, in_channels, H, W) NCHW -> the image feature (N, feat_dim): the
  * ResNet's pooled last stage, the ViT's class token (or normed token mean).
  * A ViT takes any H = W that is a multiple of its patch; position

@@ -86,6 +86,13 @@ ssl_tensor *ssl_op_scatter_tokens(ssl_graph *g, ssl_tensor *x, int N, const int3
 ssl_tensor *ssl_op_mask_tokens(ssl_graph *g, ssl_tensor *x, int N, const uint8_t *mask,
                                ssl_tensor *tok);
 
+/* y = x + scale[n] * h for every row of sample n: x and h (N*T, D), scale
+ * (N) read during the call. A residual branch with drop path (stochastic
+ * depth, timm's DropPath): scale[n] is 0 for a sample whose branch is
+ * dropped and 1 / keep_prob for one that keeps it. */
+ssl_tensor *ssl_op_add_sample_scaled(ssl_graph *g, ssl_tensor *x, ssl_tensor *h, int N,
+                                     const float *scale);
+
 /* x (N*T, D) -> (N*count, D): tokens [start, start + count) of each sample.
  * start 0, count 1: the class token (N, D). */
 ssl_tensor *ssl_op_token_slice(ssl_graph *g, ssl_tensor *x, int N, int start, int count);

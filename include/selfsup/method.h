@@ -91,6 +91,8 @@ typedef struct ssl_method_optim {
     float beta2;           /* AdamW's second-moment decay (0: PyTorch's 0.999) */
     float weight_decay_end; /* cosine schedule of the weight decay to this (0: constant) */
     float clip_grad;        /* per-parameter gradient-norm clip as DINO's (0: off) */
+    float min_lr;           /* the cosine schedule's final learning rate (DINO 1e-6), not scaled */
+    float drop_path;        /* a ViT student's stochastic depth (DINO 0.1; 0: off) */
 } ssl_method_optim;
 
 struct ssl_method;

@@ -31,6 +31,8 @@ typedef struct ssl_train_config {
     float weight_decay;    /* --weight-decay */
     float weight_decay_end;/* --weight-decay-end: cosine schedule of the weight decay to it (0: constant) */
     float clip_grad;       /* --clip-grad: per-parameter gradient-norm clip, DINO's (0: off) */
+    float min_lr;          /* --min-lr: learning rate at the end of the cosine (not scaled) */
+    float drop_path;       /* --drop-path: a ViT's stochastic depth rate (0: off; ViTs only) */
     float momentum;        /* --momentum */
     float warmup_epochs;   /* --warmup-epochs */
     ssl_method_config mcfg;/* the method's hyperparameters (ssl_method_fields) */

@@ -1,7 +1,7 @@
 /* Vision Transformer backbone (src/nn/vit.c), parameter names and forward
  * as timm's VisionTransformer (pre-norm blocks, LayerNorm eps 1e-6, exact
- * GELU, no dropout or drop-path), tiny / small / base presets, learned or
- * fixed 2-D sin-cos position embeddings (MAE's table).
+ * GELU, no dropout, optional drop path), tiny / small / base presets,
+ * learned or fixed 2-D sin-cos position embeddings (MAE's table).
  *
  * The forward is split so that masked image modeling can enter in the
  * middle: ssl_vit_embed turns images into patch tokens with their position
@@ -36,6 +36,10 @@ typedef struct ssl_vit_config {
     ssl_vit_pos pos;
     int class_token; /* 0: no [CLS]; the feature is then fc_norm(mean of the
                         tokens), timm's global_pool='avg' */
+    float drop_path; /* stochastic depth: block i's branches are dropped per
+                        sample with probability drop_path * i / (depth - 1)
+                        (timm's linspace) in passes that train (graph
+                        training and recording); 0: off */
 } ssl_vit_config;
 
 /* "vit_tiny" (192 wide, 12 blocks, 3 heads), "vit_small" (384, 12, 6) or
@@ -64,6 +68,11 @@ int ssl_vit_block_init(ssl_vit_block *b, ssl_registry *r, const char *prefix, in
                        int heads, int hidden, int qkv_bias, ssl_rng *rng);
 /* x (N*T, dim) -> (N*T, dim), any T */
 ssl_tensor *ssl_vit_block_forward(ssl_graph *g, ssl_vit_block *b, ssl_tensor *x, int N);
+/* The same with drop path: each branch's output is multiplied by scale[n]
+ * for sample n (ssl_vit_drop_path_scales; NULL: no drop path). The two
+ * branches get independent draws: scale (2*N), attention's then the MLP's. */
+ssl_tensor *ssl_vit_block_forward_dp(ssl_graph *g, ssl_vit_block *b, ssl_tensor *x, int N,
+                                     const float *scale);
 
 typedef struct ssl_vit {
     ssl_vit_config cfg;
@@ -79,7 +88,27 @@ typedef struct ssl_vit {
     ssl_vit_block *blocks;       /* depth */
     ssl_tensor norm_w, norm_b;   /* "norm", or "fc_norm" without a class token */
     ssl_registry reg;
+    /* drop path's draws: (seed, step) from ssl_vit_drop_path_key, pass
+     * counts the training passes since then */
+    uint64_t dp_seed;
+    int64_t dp_step;
+    uint32_t dp_pass;
 } ssl_vit;
+
+/* Sets the key of the drop-path draws for the training passes of one
+ * step (the training loop calls it before each step: a resumed run draws
+ * the same masks). */
+void ssl_vit_drop_path_key(ssl_vit *m, uint64_t seed, int64_t step);
+/* Block `block`'s drop-path scales for the pass-th training pass after the
+ * key (seed, step), N samples: out (2*N), the attention branch's then the
+ * MLP branch's, each 0 with probability `rate` (dropped) else
+ * 1 / (1 - rate); drawn from ssl_rng_derive(seed ^ SSL_VIT_DROP_PATH_TAG,
+ * step, pass << 32 | block), uniform u < 1 - rate keeps. */
+#define SSL_VIT_DROP_PATH_TAG 0x4450415448ull /* "DPATH" */
+void ssl_vit_drop_path_scales(uint64_t seed, int64_t step, uint32_t pass, int block, float rate,
+                              int N, float *out);
+/* Block i's drop rate: drop_path * i / (depth - 1), 0 for one block. */
+float ssl_vit_drop_rate(const ssl_vit_config *cfg, int block);
 
 /* Parameters in timm's state_dict order: cls_token, pos_embed,
  * patch_embed.proj.weight/bias, blocks.{i}.*, norm.weight/bias. Init as

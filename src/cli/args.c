@@ -158,6 +158,8 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         FLT("--weight-decay", t->weight_decay);
         FLT("--weight-decay-end", t->weight_decay_end);
         FLT("--clip-grad", t->clip_grad);
+        FLT("--min-lr", t->min_lr);
+        FLT("--drop-path", t->drop_path);
         FLT("--momentum", t->momentum);
         FLT("--warmup-epochs", t->warmup_epochs);
         FLT("--time-budget", t->time_budget);
@@ -203,8 +205,11 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         (t->warmup_epochs != SSL_UNSET && !(t->warmup_epochs >= 0)))
         return usage_err(cmd, "--lr must be > 0, --weight-decay and --warmup-epochs >= 0, --momentum in [0, 1)%s%s", "", "");
     if ((t->weight_decay_end != SSL_UNSET && !(t->weight_decay_end >= 0 && isfinite(t->weight_decay_end))) ||
-        (t->clip_grad != SSL_UNSET && !(t->clip_grad >= 0 && isfinite(t->clip_grad))))
-        return usage_err(cmd, "--weight-decay-end and --clip-grad must be finite and >= 0%s%s", "", "");
+        (t->clip_grad != SSL_UNSET && !(t->clip_grad >= 0 && isfinite(t->clip_grad))) ||
+        (t->min_lr != SSL_UNSET && !(t->min_lr >= 0 && isfinite(t->min_lr))))
+        return usage_err(cmd, "--weight-decay-end, --clip-grad and --min-lr must be finite and >= 0%s%s", "", "");
+    if (t->drop_path != SSL_UNSET && !(t->drop_path >= 0 && t->drop_path < 1))
+        return usage_err(cmd, "--drop-path must be in [0, 1)%s%s", "", "");
     if (holdout_set && !(holdout >= 0 && holdout < 1))
         return usage_err(cmd, "--holdout must be in [0, 1)%s%s", "", "");
     if ((image_size || channels || skip_bad || holdout_set) && !o->data_set)

@@ -52,7 +52,9 @@ int ssl_encoder_clone(ssl_encoder *dst, const ssl_encoder *src, char *err)
     /* The init draws are overwritten: a private RNG keeps the caller's stream. */
     ssl_rng rng;
     ssl_rng_seed(&rng, 0);
-    int rc = ssl_encoder_init(dst, &src->cfg, &rng, err);
+    ssl_encoder_config cfg = src->cfg;
+    cfg.vit.drop_path = 0; /* teachers run without drop path (DINO's) */
+    int rc = ssl_encoder_init(dst, &cfg, &rng, err);
     if (rc) return rc;
     const ssl_registry *s = src->reg;
     ssl_registry *d = dst->reg;
@@ -61,6 +63,11 @@ int ssl_encoder_clone(ssl_encoder *dst, const ssl_encoder *src, char *err)
     for (int i = 0; i < s->n_buffers; i++)
         memcpy(d->buffers[i].data, s->buffers[i].data, sizeof(float) * s->buffers[i].numel);
     return SSL_OK;
+}
+
+void ssl_encoder_step_key(ssl_encoder *e, uint64_t seed, int64_t step)
+{
+    if (e->cfg.kind == SSL_ENC_VIT) ssl_vit_drop_path_key(&e->vit, seed, step);
 }
 
 ssl_tensor *ssl_encoder_forward(ssl_graph *g, ssl_encoder *e, ssl_tensor *x)

@@ -641,6 +641,60 @@ ssl_tensor *ssl_op_mask_tokens(ssl_graph *g, ssl_tensor *x, int N, const uint8_t
     return y;
 }
 
+/* saved: the N scales */
+static void add_sample_scaled_bwd(ssl_graph *g, ssl_node *n)
+{
+    ssl_tensor *x = n->in[0], *h = n->in[1];
+    const int N = n->iattr[0];
+    const long rows = x->shape[0], D = x->shape[1], per = rows / N * D;
+    const float *scale = n->saved, *dy = n->out->grad;
+    if (x->requires_grad) {
+        float *dx = x->grad;
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (rows * D >= SSL_PAR_MIN)
+        for (long i = 0; i < rows * D; i++) dx[i] += dy[i];
+    }
+    if (h->requires_grad) {
+        float *dh = h->grad;
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (rows * D >= SSL_PAR_MIN)
+        for (int s = 0; s < N; s++) {
+            const float c = scale[s];
+            if (c == 0.0f) continue;
+            for (long i = (long)s * per; i < (long)(s + 1) * per; i++) dh[i] += c * dy[i];
+        }
+    }
+}
+
+ssl_tensor *ssl_op_add_sample_scaled(ssl_graph *g, ssl_tensor *x, ssl_tensor *h, int N,
+                                     const float *scale)
+{
+    if (!x || !h) return NULL;
+    int T, D;
+    if (!token_dims(x, N, &T, &D) || h->ndim != 2 || h->shape[0] != x->shape[0] ||
+        h->shape[1] != D || !scale)
+        return ssl_graph_shape_error(g, "add_sample_scaled",
+                                     "needs x and h (N*T, D) of one shape and N scales");
+    ssl_tensor *y = new_2d(g, (long)N * T, D);
+    float *sc = ssl_graph_saved(g, sizeof(float) * (size_t)N);
+    if (!y || !sc) return NULL;
+    memcpy(sc, scale, sizeof(float) * (size_t)N);
+    const long per = (long)T * D;
+    const float *xd = x->data, *hd = h->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) num_threads(ssl_graph_threads(g)) if (N * per >= SSL_PAR_MIN)
+    for (int s = 0; s < N; s++) {
+        const float c = sc[s];
+        for (long i = (long)s * per; i < (long)(s + 1) * per; i++) yd[i] = xd[i] + c * hd[i];
+    }
+    int fail;
+    ssl_node *n = ssl_graph_record(g, add_sample_scaled_bwd, y, x, h, NULL, &fail);
+    if (fail) return NULL;
+    if (n) {
+        n->saved = sc;
+        n->iattr[0] = N;
+    }
+    return y;
+}
+
 /* iattr: N, start, count */
 static void token_slice_bwd(ssl_graph *g, ssl_node *n)
 {

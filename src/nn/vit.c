@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "selfsup/vit.h"
 
+#include "graph_internal.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,7 +115,19 @@ static ssl_tensor *internal(ssl_tensor *t)
     return t;
 }
 
+/* The residual add x + h, through drop path's per-sample scales when given. */
+static ssl_tensor *residual(ssl_graph *g, ssl_tensor *x, ssl_tensor *h, int N, const float *scale)
+{
+    return scale ? ssl_op_add_sample_scaled(g, x, h, N, scale) : ssl_op_add(g, x, h);
+}
+
 ssl_tensor *ssl_vit_block_forward(ssl_graph *g, ssl_vit_block *b, ssl_tensor *x, int N)
+{
+    return ssl_vit_block_forward_dp(g, b, x, N, NULL);
+}
+
+ssl_tensor *ssl_vit_block_forward_dp(ssl_graph *g, ssl_vit_block *b, ssl_tensor *x, int N,
+                                     const float *scale)
 {
     if (!x) return NULL;
     if (x->ndim != 2 || x->shape[1] != b->dim || N < 1 || x->shape[0] % N) {
@@ -129,7 +143,7 @@ ssl_tensor *ssl_vit_block_forward(ssl_graph *g, ssl_vit_block *b, ssl_tensor *x,
     ssl_graph_used_up(g, h);
     h = internal(ssl_op_linear(g, a, &b->proj_w, &b->proj_b));
     ssl_graph_used_up(g, a);
-    ssl_tensor *x1 = internal(ssl_op_add(g, x, h));
+    ssl_tensor *x1 = internal(residual(g, x, h, N, scale));
     ssl_graph_used_up(g, h);
     a = internal(ssl_op_layernorm(g, x1, &b->norm2_w, &b->norm2_b, LN_EPS));
     h = internal(ssl_op_linear(g, a, &b->fc1_w, &b->fc1_b));
@@ -138,10 +152,33 @@ ssl_tensor *ssl_vit_block_forward(ssl_graph *g, ssl_vit_block *b, ssl_tensor *x,
     ssl_graph_used_up(g, h);
     h = internal(ssl_op_linear(g, a, &b->fc2_w, &b->fc2_b));
     ssl_graph_used_up(g, a);
-    ssl_tensor *y = ssl_op_add(g, x1, h);
+    ssl_tensor *y = residual(g, x1, h, N, scale ? scale + N : NULL);
     ssl_graph_used_up(g, x1);
     ssl_graph_used_up(g, h);
     return y;
+}
+
+void ssl_vit_drop_path_key(ssl_vit *m, uint64_t seed, int64_t step)
+{
+    m->dp_seed = seed;
+    m->dp_step = step;
+    m->dp_pass = 0;
+}
+
+void ssl_vit_drop_path_scales(uint64_t seed, int64_t step, uint32_t pass, int block, float rate,
+                              int N, float *out)
+{
+    ssl_rng r;
+    ssl_rng_derive(&r, seed ^ SSL_VIT_DROP_PATH_TAG, (uint64_t)step,
+                   (uint64_t)pass << 32 | (uint32_t)block);
+    const float keep = 1.0f - rate, inv = 1.0f / keep;
+    for (int i = 0; i < 2 * N; i++) out[i] = ssl_rng_uniform(&r) < keep ? inv : 0.0f;
+}
+
+float ssl_vit_drop_rate(const ssl_vit_config *cfg, int block)
+{
+    if (cfg->depth < 2 || !(cfg->drop_path > 0)) return 0.0f;
+    return (float)((double)cfg->drop_path * block / (cfg->depth - 1));
 }
 
 /* A (rows, D) view of rows [row0, row0 + rows) of a parameter or buffer:
@@ -173,6 +210,9 @@ int ssl_vit_init(ssl_vit *m, const ssl_vit_config *cfg, ssl_rng *rng, char *err)
         return ssl_fail(err, SSL_EINVAL, "vit: mlp_ratio %g gives no hidden units", cfg->mlp_ratio);
     if (cfg->pos != SSL_VIT_POS_LEARNED && cfg->pos != SSL_VIT_POS_SINCOS)
         return ssl_fail(err, SSL_EINVAL, "vit: unknown position embedding");
+    if (!(cfg->drop_path >= 0 && cfg->drop_path < 1))
+        return ssl_fail(err, SSL_EINVAL, "vit: drop path rate %g out of range [0, 1)",
+                        (double)cfg->drop_path);
     if (cfg->pos == SSL_VIT_POS_SINCOS && D % 4)
         return ssl_fail(err, SSL_EINVAL,
                         "vit: sin-cos position embeddings need embed_dim %% 4 == 0, not %d", D);
@@ -326,8 +366,18 @@ ssl_tensor *ssl_vit_encode(ssl_graph *g, ssl_vit *m, ssl_tensor *tokens, int N,
         if (h != tokens) ssl_graph_used_up(g, h);
         h = o;
     }
+    /* drop path only where the pass trains (not a teacher's or an evaluation's) */
+    const int dp = g->training && g->record && m->cfg.drop_path > 0;
+    const uint32_t pass = dp ? m->dp_pass++ : 0;
     for (int i = 0; i < m->cfg.depth; i++) {
-        o = ssl_vit_block_forward(g, &m->blocks[i], h, N);
+        const float rate = dp ? ssl_vit_drop_rate(&m->cfg, i) : 0.0f;
+        float *scale = NULL;
+        if (rate > 0) {
+            scale = ssl_graph_saved(g, sizeof(float) * 2 * (size_t)N);
+            if (!scale) return NULL;
+            ssl_vit_drop_path_scales(m->dp_seed, m->dp_step, pass, i, rate, N, scale);
+        }
+        o = ssl_vit_block_forward_dp(g, &m->blocks[i], h, N, scale);
         if (h != tokens) ssl_graph_used_up(g, internal(h));
         h = o;
     }

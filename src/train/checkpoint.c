@@ -273,9 +273,11 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
         NUM("lr", lr, float);
         NUM("weight_decay", weight_decay, float);
         /* checkpoints from before these options trained without them */
-        cfg->weight_decay_end = cfg->clip_grad = 0;
+        cfg->weight_decay_end = cfg->clip_grad = cfg->min_lr = cfg->drop_path = 0;
         NUM("weight_decay_end", weight_decay_end, float);
         NUM("clip_grad", clip_grad, float);
+        NUM("min_lr", min_lr, float);
+        NUM("drop_path", drop_path, float);
         NUM("momentum", momentum, float);
         NUM("warmup_epochs", warmup_epochs, float);
         NUM("seed", seed, uint64_t);

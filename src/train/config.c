@@ -22,7 +22,7 @@ void ssl_train_config_default(ssl_train_config *c)
     /* optimizer, lr, lr_scale, weight decay, momentum, warm-up, out and the
      * method's hyperparameters: unset, the method's recipe fills them */
     c->lr = c->weight_decay = c->momentum = c->warmup_epochs = SSL_UNSET;
-    c->weight_decay_end = c->clip_grad = SSL_UNSET;
+    c->weight_decay_end = c->clip_grad = c->min_lr = c->drop_path = SSL_UNSET;
     ssl_method_config_unset(&c->mcfg);
     c->threads = 0;
     c->workers = 1;
@@ -46,6 +46,8 @@ int ssl_train_config_resolve(ssl_train_config *c, char *err)
     if (c->weight_decay == SSL_UNSET) c->weight_decay = o->weight_decay;
     if (c->weight_decay_end == SSL_UNSET) c->weight_decay_end = o->weight_decay_end;
     if (c->clip_grad == SSL_UNSET) c->clip_grad = o->clip_grad;
+    if (c->min_lr == SSL_UNSET) c->min_lr = o->min_lr;
+    if (c->drop_path == SSL_UNSET) c->drop_path = o->drop_path;
     if (c->momentum == SSL_UNSET) c->momentum = o->momentum;
     if (c->warmup_epochs == SSL_UNSET) c->warmup_epochs = o->warmup_epochs;
     if (!c->out[0]) snprintf(c->out, sizeof c->out, "runs/%s", c->method);
@@ -56,6 +58,12 @@ int ssl_train_config_resolve(ssl_train_config *c, char *err)
         return ssl_fail(err, SSL_EINVAL, "--knn-every %d must be >= 0 (0: off)", c->knn_every);
     if (!(c->clip_grad >= 0 && isfinite(c->clip_grad)))
         return ssl_fail(err, SSL_EINVAL, "--clip-grad %g must be finite and >= 0", (double)c->clip_grad);
+    if (!(c->min_lr >= 0 && isfinite(c->min_lr)))
+        return ssl_fail(err, SSL_EINVAL, "--min-lr %g must be finite and >= 0", (double)c->min_lr);
+    if (!(c->drop_path >= 0 && c->drop_path < 1))
+        return ssl_fail(err, SSL_EINVAL, "--drop-path %g must be in [0, 1)", (double)c->drop_path);
+    if (c->drop_path > 0 && strncmp(c->arch, "vit", 3))
+        return ssl_fail(err, SSL_EINVAL, "--drop-path needs a ViT (--arch vit_*), not %s", c->arch);
     return ssl_method_config_check_ranges(&c->mcfg, err);
 }
 
@@ -77,9 +85,10 @@ void ssl_train_config_json(const ssl_train_config *c, FILE *f)
     fprintf(f, ",\"lr_scale\":");
     ssl_json_write_string(f, c->lr_scale);
     fprintf(f, ",\"lr\":%.9g,\"weight_decay\":%.9g,\"weight_decay_end\":%.9g,\"clip_grad\":%.9g"
+               ",\"min_lr\":%.9g,\"drop_path\":%.9g"
                ",\"momentum\":%.9g,\"warmup_epochs\":%.9g,\"threads\":%d,\"seed\":%" PRIu64,
-            c->lr, c->weight_decay, c->weight_decay_end, c->clip_grad, c->momentum,
-            c->warmup_epochs, c->threads, c->seed);
+            c->lr, c->weight_decay, c->weight_decay_end, c->clip_grad, c->min_lr, c->drop_path,
+            c->momentum, c->warmup_epochs, c->threads, c->seed);
     for (int i = 0; i < ssl_method_n_fields; i++) {
         const ssl_method_field *fd = &ssl_method_fields[i];
         double v = ssl_method_field_get(&c->mcfg, fd);
@@ -107,6 +116,7 @@ int ssl_train_encoder_config(const ssl_train_config *c, int in_channels, int img
         if (ssl_vit_pos_from_name(c->pos_embed, &v->pos))
             return ssl_fail(err, SSL_EINVAL, "--pos-embed '%s' unknown (learned, sincos)", c->pos_embed);
         if (c->vit_depth) v->depth = c->vit_depth;
+        v->drop_path = c->drop_path > 0 ? c->drop_path : 0.0f;
         if (c->patch_size < 1 || img_size % c->patch_size)
             return ssl_fail(err, SSL_EINVAL, "--patch-size %d does not divide the %d-pixel images",
                             c->patch_size, img_size);

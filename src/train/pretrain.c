@@ -285,6 +285,7 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
         m->step = ts.step;
         m->geo = ssl_loader_geo(loader);
         m->total_steps = total;
+        ssl_encoder_step_key(&m->encoder, cfg->seed, ts.step); /* drop path's draws */
         ssl_tensor *loss = ops->loss(m, &g, vp);
         if (!loss) { rc = ctx->failed ? ctx->failed : SSL_ENOMEM; goto done; }
         float lv = loss->data[0];
@@ -306,7 +307,7 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
         if (cfg->clip_grad > 0) ssl_clip_grad_per_param(params, np, cfg->clip_grad);
         if (ops->after_backward) ops->after_backward(m);
         ssl_method_mark_frozen(m, params, np);
-        float lr = ssl_lr_warmup_cosine(ts.step, warmup, total, peak_lr, 0.0f);
+        float lr = ssl_lr_warmup_cosine(ts.step, warmup, total, peak_lr, cfg->min_lr);
         float wd = cfg->weight_decay;
         if (cfg->weight_decay_end > 0) {
             wd = ssl_wd_cosine(ts.step, total, cfg->weight_decay, cfg->weight_decay_end);

@@ -9,6 +9,8 @@ Usage: /usr/bin/python3 tests/torch/gen_dino_recipe.py OUTDIR
 
 Keys:
   wd_schedule (15,)        cosine_scheduler(0.04, 0.4, epochs=3, niter_per_ep=5)
+  lr_schedule (20,)        cosine_scheduler(LR, 1e-6, epochs=4, niter_per_ep=5,
+                           warmup_epochs=1): main_dino.py's lr with min_lr
   clip.grad.<i>, clip.clipped.<i> (i = 0..4): gradients before and after
                            clip_gradients(model, 3.0); clip.norms (5,) its result
   adamw.init.<p>           p = weight (6, 5) regularized, bias (6,) not,
@@ -35,6 +37,7 @@ from golden import save  # noqa: E402
 CLIP = 3.0
 FREEZE_STEPS = 2
 WD, WD_END = float(np.float32(0.04)), float(np.float32(0.4))
+LR, MIN_LR = float(np.float32(1e-3)), float(np.float32(1e-6))
 
 
 def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0,
@@ -98,7 +101,9 @@ def with_norm(g, shape, norm):
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
-    t = {"wd_schedule": torch.tensor(cosine_scheduler(WD, WD_END, 3, 5), dtype=torch.float64)}
+    t = {"wd_schedule": torch.tensor(cosine_scheduler(WD, WD_END, 3, 5), dtype=torch.float64),
+         "lr_schedule": torch.tensor(cosine_scheduler(LR, MIN_LR, 4, 5, warmup_epochs=1),
+                                     dtype=torch.float64)}
     g = torch.Generator().manual_seed(6)
 
     # Clipping: norms above and below the clip, a zero gradient, one just

@@ -26,63 +26,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from method_golden import FEAT, Golden, encoder, f64, mlp, prepare, views  # noqa: E402
+from selfsup_rng import derive  # noqa: E402
 
 T, HIDDEN, DIM, B, K, G, M, STEPS = 0.2, 24, 16, 8, 16, 2, 0.9, 3
 PTR0 = 8
 SHUFFLE_SEED = 0x6D6F636F
-MASK = (1 << 64) - 1
-
-
-# ---- selfsup's RNG (src/core/core.c) ----
-def splitmix64(x):
-    """Returns (new state, output)."""
-    x = (x + 0x9E3779B97F4A7C15) & MASK
-    z = x
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-    return x, z ^ (z >> 31)
-
-
-class Xoshiro:
-    def __init__(self, seed):
-        self.s = []
-        x = seed
-        for _ in range(4):
-            x, v = splitmix64(x)
-            self.s.append(v)
-
-    def u64(self):
-        s = self.s
-        rotl = lambda v, k: ((v << k) | (v >> (64 - k))) & MASK  # noqa: E731
-        result = (rotl((s[1] * 5) & MASK, 7) * 9) & MASK
-        t = (s[1] << 17) & MASK
-        s[2] ^= s[0]
-        s[3] ^= s[1]
-        s[1] ^= s[2]
-        s[0] ^= s[3]
-        s[2] ^= t
-        s[3] = rotl(s[3], 45)
-        return result
-
-    def below(self, n):
-        if n <= 1:
-            return 0
-        m = (self.u64() & 0xFFFFFFFF) * n
-        low = m & 0xFFFFFFFF
-        if low < n:
-            t = ((1 << 32) - n) % n
-            while low < t:
-                m = (self.u64() & 0xFFFFFFFF) * n
-                low = m & 0xFFFFFFFF
-        return m >> 32
-
-
-def derive(seed, a, b):
-    x, h = splitmix64(seed)
-    h ^= (a * 0xD6E8FEB86659FD93) & MASK
-    h, h2 = splitmix64(h)
-    h = h2 ^ ((b * 0xA0761D6478BD642F) & MASK)
-    return Xoshiro(h)
 
 
 def shuffle_perm(step, n):

@@ -7,8 +7,9 @@ models of MODELS.
 
 timm is not a dependency: the modules below are written after timm's
 VisionTransformer (timm 0.4 to 0.6: PatchEmbed, Attention, Mlp, Block; LayerNorm
-eps 1e-6, exact GELU, no dropout or drop-path) with the same module and
-parameter names, so their state_dict is timm's. The sin-cos position table is
+eps 1e-6, exact GELU, no dropout; drop path as timm's DropPath with the
+per-sample keep masks that selfsup draws, reproduced through selfsup_rng.py)
+with the same module and parameter names, so their state_dict is timm's. The sin-cos position table is
 MAE's get_2d_sincos_pos_embed (util/pos_embed.py), copied verbatim.
 
 Inputs and parameters are float32 draws (seeded); every result is computed in
@@ -43,9 +44,13 @@ vit_<name>.safetensors:
   with a class token, MAE's encoder on visible patches:
   res.keep (N, K) I32, res.vis_tokens (N*(1+K), D), res.r_vis,
   res.loss_vis (1), res.grad_vis.<param>
+  with drop path (every forward above then drops, each with the masks of
+  the first training pass after ssl_vit_drop_path_key(dp_seed, dp_step)):
+  res.dp_scales.<i> (2N) block i's scales of that pass (attention's, then
+  the MLP's), res.features_nodrop (N, D) the features without drop path
 Metadata: the config (img_size, patch, in_chans, embed_dim, depth, heads,
-mlp_ratio, qkv_bias, pos, class_token) and the share of the tolerances used
-by PyTorch's float32 run.
+mlp_ratio, qkv_bias, pos, class_token, drop_path, dp_seed, dp_step) and the
+share of the tolerances used by PyTorch's float32 run.
 """
 import os
 import sys
@@ -57,17 +62,21 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from golden import save  # noqa: E402
+from selfsup_rng import MASK, derive  # noqa: E402
 
 # The C test's tolerances (tests/test_vit.c), as tests/test_resnet.c's ResNet-18.
 TOL = {"out_atol": 1e-4, "out_rtol": 1e-3, "loss_rtol": 1e-5,  # loss: of sum |r y|
        "grad_atol_of_max": 1e-4, "grad_rtol": 1e-3}
 
 MODELS = [
-    # name, in_chans, pos, class_token, qkv_bias
-    ("c1_learned", 1, "learned", 1, 1),
-    ("c3_sincos", 3, "sincos", 1, 1),
-    ("c3_avg", 3, "learned", 0, 0),
+    # name, in_chans, pos, class_token, qkv_bias, drop path rate
+    ("c1_learned", 1, "learned", 1, 1, 0.0),
+    ("c3_sincos", 3, "sincos", 1, 1, 0.0),
+    ("c3_avg", 3, "learned", 0, 0, 0.0),
+    ("c1_droppath", 1, "learned", 1, 1, 0.5),
 ]
+DP_TAG = 0x4450415448  # SSL_VIT_DROP_PATH_TAG (include/selfsup/vit.h)
+DP_SEED, DP_STEP = 7, 5  # a key whose first pass drops some samples and keeps others
 IMG, PATCH, DEPTH, DIM, HEADS, MLP_RATIO, BATCH, KEEP = 12, 4, 2, 24, 3, 4.0, 3, 5
 
 
@@ -101,7 +110,16 @@ def get_1d_sincos_pos_embed_from_grid(embed_dim, pos):
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)  # (M, D)
 
 
-# ---- timm's ViT modules (names and forward), without dropout and drop-path
+def drop_path_scales(seed, step, pass_, block, rate, n):
+    """ssl_vit_drop_path_scales: 2n float32 scales, 0 (dropped) or 1 / keep."""
+    keep = np.float32(1) - np.float32(rate)
+    inv = np.float32(1) / keep
+    r = derive((seed ^ DP_TAG) & MASK, step, (pass_ << 32) | block)
+    return torch.tensor([float(inv) if r.uniform() < float(keep) else 0.0 for _ in range(2 * n)],
+                        dtype=torch.float32)
+
+
+# ---- timm's ViT modules (names and forward), without dropout
 class PatchEmbed(nn.Module):
     def __init__(self, patch, in_chans, dim):
         super().__init__()
@@ -152,10 +170,14 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads, qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.scale = None  # drop path: (2N) per-sample branch scales, or None
 
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        s = self.scale
+        drop = (lambda h, k: h) if s is None else \
+            (lambda h, k: h * s[k * len(s) // 2:(k + 1) * len(s) // 2].to(h.dtype).view(-1, 1, 1))
+        x = x + drop(self.attn(self.norm1(x)), 0)  # timm: x + drop_path(attn(norm1(x)))
+        return x + drop(self.mlp(self.norm2(x)), 1)
 
 
 class VisionTransformer(nn.Module):
@@ -178,12 +200,25 @@ class VisionTransformer(nn.Module):
             self.norm = nn.LayerNorm(dim, eps=1e-6)
         else:  # timm's global_pool='avg': norm is the identity, fc_norm after pooling
             self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.drop_path = 0.0  # timm's dpr = linspace(0, drop_path, depth)
+
+    def run_blocks(self, x):
+        """The blocks; with drop path, the masks of the first training pass of
+        selfsup's key (DP_SEED, DP_STEP), as the C test sets it before each pass."""
+        depth = len(self.blocks)
+        for i, blk in enumerate(self.blocks):
+            rate = self.drop_path * i / (depth - 1) if depth > 1 else 0.0
+            blk.scale = drop_path_scales(DP_SEED, DP_STEP, 0, i, rate, x.shape[0]) \
+                if rate > 0 else None
+            x = blk(x)
+            blk.scale = None
+        return x
 
     def forward_features(self, x):  # timm: -> (N, L, D)
         x = self.patch_embed(x)
         if self.class_token:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = self.blocks(x + self.pos_embed)
+        x = self.run_blocks(x + self.pos_embed)
         return self.norm(x) if self.class_token else x
 
     def forward_resized(self, x):  # another image size: DINO's interpolate_pos_encoding,
@@ -199,7 +234,7 @@ class VisionTransformer(nn.Module):
         if self.class_token:
             cls = self.cls_token + self.pos_embed[:, :1, :]
             t = torch.cat((cls.expand(n, -1, -1), t), dim=1)
-        t = self.blocks(t)
+        t = self.run_blocks(t)
         return self.pool(self.norm(t) if self.class_token else t)
 
     def pool(self, x):
@@ -210,7 +245,7 @@ class VisionTransformer(nn.Module):
         x = torch.gather(x, 1, keep.unsqueeze(-1).repeat(1, 1, x.shape[2]))
         cls = self.cls_token + self.pos_embed[:, :1, :]
         x = torch.cat((cls.expand(x.shape[0], -1, -1), x), dim=1)
-        return self.norm(self.blocks(x))
+        return self.norm(self.run_blocks(x))
 
 
 def randomize(model, g):
@@ -268,11 +303,12 @@ def run_model(model, x, keep, r):
     return out
 
 
-def make_model(out_dir, name, in_chans, pos, class_token, qkv_bias, seed):
+def make_model(out_dir, name, in_chans, pos, class_token, qkv_bias, drop_path, seed):
     g = torch.Generator().manual_seed(seed)
     model = VisionTransformer(IMG, PATCH, in_chans, DIM, DEPTH, HEADS, MLP_RATIO, qkv_bias, pos,
                               class_token)
     randomize(model, g)
+    model.drop_path = drop_path
     T = (IMG // PATCH) ** 2
     x = torch.randn(BATCH, in_chans, IMG, IMG, generator=g)
     keep = None
@@ -317,9 +353,20 @@ def make_model(out_dir, name, in_chans, pos, class_token, qkv_bias, seed):
             t["res.grad_%s.%s" % (k, n)] = gr
     if keep is not None:
         t["res.keep"] = keep.to(torch.int32)
+    if drop_path > 0:
+        for i in range(1, DEPTH):
+            sc = drop_path_scales(DP_SEED, DP_STEP, 0, i, drop_path * i / (DEPTH - 1), BATCH)
+            if (sc == 0).all() or (sc != 0).all():
+                sys.exit("%s: DP_SEED/DP_STEP should drop some branches and keep others" % name)
+            t["res.dp_scales.%d" % i] = sc
+        model.drop_path = 0.0
+        with torch.no_grad():
+            t["res.features_nodrop"] = model.double().pool(model.forward_features(x.double()))
+        model.float()
     meta = {"img_size": IMG, "patch": PATCH, "in_chans": in_chans, "embed_dim": DIM,
             "depth": DEPTH, "heads": HEADS, "mlp_ratio": MLP_RATIO, "qkv_bias": qkv_bias,
             "pos": pos, "class_token": class_token, "keep": KEEP if keep is not None else 0,
+            "drop_path": drop_path, "dp_seed": DP_SEED, "dp_step": DP_STEP,
             "seed": seed, "torch_float32_tolerance_share": "%.4f" % share}
     save(os.path.join(out_dir, "vit_%s.safetensors" % name), t, meta)
     print("vit_%s: PyTorch float32 uses %.3f of the tolerances" % (name, share))
@@ -381,8 +428,8 @@ def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     ops(out)
-    for i, (name, c, pos, cls, qb) in enumerate(MODELS):
-        make_model(out, name, c, pos, cls, qb, 1000 + i)
+    for i, (name, c, pos, cls, qb, dp) in enumerate(MODELS):
+        make_model(out, name, c, pos, cls, qb, dp, 1000 + i)
 
 
 if __name__ == "__main__":
