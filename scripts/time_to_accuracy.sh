@@ -29,7 +29,7 @@
 #   THRESHOLDS  k-NN k=20 top-1 targets in percent (default "80 85")
 #   DATA        fashion-mnist (default) or a folder of the four MNIST-named IDX
 #               files, plain or .gz (a small one from tests/make_subset.py for a smoke test)
-#   SIDES       which runs to do (default "selfsup pytorch"); a side left out
+#   SIDES       which runs to do (default "selfsup pytorch"; "" for none); a side left out
 #               is reported from its earlier log in $OUT, if there is one
 #   OUT         results folder (default runs/tta)
 #   BUILD       build folder of selfsup (default build; built with make if missing)
@@ -45,7 +45,7 @@ BATCH=${BATCH:-256}
 SEED=${SEED:-1}
 THRESHOLDS=${THRESHOLDS:-"80 85"}
 DATA=${DATA:-fashion-mnist}
-SIDES=${SIDES:-"selfsup pytorch"}
+SIDES=${SIDES-"selfsup pytorch"} # SIDES="" (set, empty): report the earlier logs only
 OUT=${OUT:-runs/tta}
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
