@@ -79,7 +79,7 @@ expect_fail 2 "--temperature: '-1' must be a non-negative number" -- $SELFSUP pr
 expect_fail 2 "--weight-decay: '-1' must be a non-negative number" -- $SELFSUP pretrain --weight-decay -1
 expect_fail 2 "--clip-grad: '-1' must be a non-negative number" -- $SELFSUP pretrain --method dino --clip-grad -1
 expect_fail 2 "--knn-every: '-1' is not a valid integer" -- $SELFSUP pretrain --knn-every -1
-expect_fail 2 "--weight-decay-end and --clip-grad must be finite" -- $SELFSUP pretrain --weight-decay-end inf
+expect_fail 2 "--weight-decay-end, --clip-grad and --min-lr must be finite" -- $SELFSUP pretrain --weight-decay-end inf
 expect_fail 2 "--queue-size: '1.5' must be a non-negative integer" -- $SELFSUP pretrain --method moco --queue-size 1.5
 expect_fail 1 "--queue-size 1000 must be a multiple of the batch size 32" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --queue-size 1000 --steps 1
 expect_fail 1 "must be a multiple of the batch size" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --queue-size 40 --steps 1

@@ -4,7 +4,7 @@ its official (DCGAN-style) training loop, float64 from float32 inputs:
 
 method_inpainting.safetensors (tests/test_methods.c): three steps with
 random-block masks and the adversarial term. Per image b at step k the
-stream ssl_rng_derive(pretext_seed, k, b) (gen_method_moco.py's
+stream ssl_rng_derive(pretext_seed, k, b) (selfsup_rng.py's
 reimplementation) places each of N squares of side round(mask_size /
 sqrt(N) * S): top row below(S - side + 1), then left column likewise. The
 encoder sees the view with the hole set to 0 (the dataset mean after
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from golden import save  # noqa: E402
-from gen_method_moco import derive  # noqa: E402
+from selfsup_rng import derive  # noqa: E402
 from gen_method_rotation import MARGIN  # noqa: E402
 from method_golden import FEAT, IN_CH, WIDTH, Golden, encoder, f64, prepare, views  # noqa: E402
 

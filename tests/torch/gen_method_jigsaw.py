@@ -12,7 +12,7 @@ pass, each puzzle's 9 features concatenated in position order (fc7's input),
 an MLP (hidden 24, BN) to the permutation logits, cross-entropy.
 
 The random choices are selfsup's: per image b at step k a stream
-ssl_rng_derive(pretext_seed, k, b) (reimplemented in gen_method_moco.py)
+ssl_rng_derive(pretext_seed, k, b) (reimplemented in selfsup_rng.py)
 draws the permutation index, then each cell's (y, x) offset in row-major
 cell order. Geometry for a side-S view: cells of S // 3 px, tiles of
 cell * 64 // 75 px (the paper's 64 in 75), offsets 0..cell - tile.
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from golden import save  # noqa: E402
 from gen_method_rotation import ReluMargin  # noqa: E402
-from gen_method_moco import Xoshiro, derive  # noqa: E402
+from selfsup_rng import Xoshiro, derive  # noqa: E402
 from method_golden import FEAT, Golden, encoder, f64, mlp, prepare, views  # noqa: E402
 
 B, S, P, HIDDEN, STEPS, SEED = 8, 24, 10, 24, 3, 0x5EED

@@ -9,7 +9,7 @@ concatenated centre first (the paper's late fusion after fc6), an MLP
 (hidden 16, BN) gives the 8 logits, cross-entropy.
 
 The random choices are selfsup's: per image b at step k a stream
-ssl_rng_derive(pretext_seed, k, b) (reimplemented in gen_method_moco.py)
+ssl_rng_derive(pretext_seed, k, b) (reimplemented in selfsup_rng.py)
 draws the neighbour, then the centre's and the neighbour's (y, x) offsets.
 Geometry for a side-S view (the paper's 96-px patches, 48-px gap, jitter
 up to 7 px on a 144-px cell, scaled): cells of S // 3 px, patches of
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_method_rotation import ReluMargin  # noqa: E402
-from gen_method_moco import derive  # noqa: E402
+from selfsup_rng import derive  # noqa: E402
 from method_golden import FEAT, Golden, encoder, f64, mlp, prepare, views  # noqa: E402
 
 B, S, HIDDEN, STEPS, SEED = 8, 24, 16, 3, 0xD0E
