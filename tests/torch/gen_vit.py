@@ -172,12 +172,16 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.scale = None  # drop path: (2N) per-sample branch scales, or None
 
+    def drop(self, h, k):
+        """Branch k's output through drop path (k = 0 attention, 1 MLP)."""
+        if self.scale is None:
+            return h
+        n = len(self.scale) // 2
+        return h * self.scale[k * n:(k + 1) * n].to(h.dtype).view(-1, 1, 1)
+
     def forward(self, x):
-        s = self.scale
-        drop = (lambda h, k: h) if s is None else \
-            (lambda h, k: h * s[k * len(s) // 2:(k + 1) * len(s) // 2].to(h.dtype).view(-1, 1, 1))
-        x = x + drop(self.attn(self.norm1(x)), 0)  # timm: x + drop_path(attn(norm1(x)))
-        return x + drop(self.mlp(self.norm2(x)), 1)
+        x = x + self.drop(self.attn(self.norm1(x)), 0)  # timm: x + drop_path(attn(norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)), 1)
 
 
 class VisionTransformer(nn.Module):
