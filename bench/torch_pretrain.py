@@ -17,7 +17,7 @@ steps/epoch = n // B (drop_last), total = --steps or epochs x steps/epoch.
 
 Augmentations: src/data/augment.c's ssl_aug_simclr as torchvision 0.14
 transforms on float tensors in [0, 1] (uint8 / 255, as ToTensor):
-RandomResizedCrop(28, scale (0.08, 1), ratio (3/4, 4/3), bilinear, no
+RandomResizedCrop(28, scale (--global-scale-min, default 0.08, 1), ratio (3/4, 4/3), bilinear, no
 antialias), RandomHorizontalFlip(0.5), RandomApply(ColorJitter(0.4, 0.4,
 0.4, 0.1), p 0.8), RandomGrayscale(0.2), no Gaussian blur (selfsup blurs
 only images > 32 px), Normalize(0.2860, 0.3530). On 1-channel images
@@ -36,7 +36,9 @@ ties); k = 20 and 200.
 
 --out gets selfsup's log.jsonl "knn" lines: {"event":"knn","epoch","step",
 "train_seconds","knn_top1_k20","knn_top1_k200" (percent),"eval_seconds"},
-after every --knn-every-th epoch and at the last step. train_seconds is the
+every --knn-every epochs (fractions allowed) and at the last step (or
+--stop-seconds: the first evaluation at or past that much training time ends
+the run, the schedule still that of the whole run). train_seconds is the
 training wall time so far without the evaluations: it starts once the
 loader's worker has been started (selfsup's clock also starts with its
 loader threads running), and includes waiting for batches.
@@ -91,9 +93,9 @@ def load_split(folder, train):
     return x.unsqueeze(1), y  # (n, 1, h, w) uint8, (n)
 
 
-def simclr_transform(side):
-    """ssl_aug_simclr for 1-channel images of side x side."""
-    ops = [T.RandomResizedCrop(side, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+def simclr_transform(side, scale_min):
+    """ssl_aug_simclr for 1-channel images of side x side, crop area [scale_min, 1]."""
+    ops = [T.RandomResizedCrop(side, scale=(scale_min, 1.0), ratio=(3 / 4, 4 / 3),
                                interpolation=InterpolationMode.BILINEAR, antialias=False),
            T.RandomHorizontalFlip(0.5),
            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
@@ -152,12 +154,22 @@ def main():
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--knn-every", type=int, default=0, help="epochs (0: off)")
+    ap.add_argument("--knn-every", type=float, default=0,
+                    help="epochs (0: off; a fraction: every round(X * steps per epoch) steps)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--global-scale-min", type=float, default=0.08,
+                    help="smallest crop area (selfsup's --global-scale-min; SimCLR 0.08)")
     ap.add_argument("--out", default="", help="jsonl of the k-NN lines")
+    ap.add_argument("--stop-seconds", type=float, default=0,
+                    help="stop after the first k-NN evaluation at or past this much training time "
+                         "(0: run the whole schedule; the schedule is unchanged either way)")
     a = ap.parse_args()
+    if not 0 < a.global_scale_min <= 1:
+        sys.exit(f"torch_pretrain: --global-scale-min {a.global_scale_min} must be in (0, 1]")
+    if a.stop_seconds < 0 or (a.stop_seconds and not a.knn_every):
+        sys.exit("torch_pretrain: --stop-seconds must be >= 0 and needs --knn-every")
     if a.knn_every < 0 or a.epochs < 0 or a.steps < 0 or a.threads < 1 or a.workers < 0:
         sys.exit("torch_pretrain: --knn-every, --epochs, --steps, --workers must be >= 0, --threads >= 1")
 
@@ -174,6 +186,7 @@ def main():
         sys.exit("torch_pretrain: k-NN with k=200 needs >= 200 train images")
     spe = n // B
     total = a.steps if a.steps > 0 else a.epochs * spe
+    knn_steps = max(1, int(a.knn_every * spe + 0.5)) if a.knn_every else 0  # ssl_knn_interval's llround
     if total < 1:
         sys.exit("torch_pretrain: --epochs or --steps must be >= 1")
 
@@ -194,7 +207,7 @@ def main():
         return (x.float().div(255) - MEAN) / STD
     bank_x, query_x = (normalized(xtr), normalized(xte)) if a.knn_every else (None, None)
 
-    loader = DataLoader(TwoViews(xtr, simclr_transform(side)), batch_size=B, shuffle=True,
+    loader = DataLoader(TwoViews(xtr, simclr_transform(side, a.global_scale_min)), batch_size=B, shuffle=True,
                         drop_last=True, num_workers=a.workers,
                         persistent_workers=a.workers > 0,
                         generator=torch.Generator().manual_seed(a.seed))
@@ -202,7 +215,7 @@ def main():
     start = {"event": "start", "impl": "pytorch", "torch": torch.__version__, "data": folder,
              "images": n, "batch": B, "steps_per_epoch": spe, "steps": total, "peak_lr": peak_lr,
              "threads": torch.get_num_threads(), "workers": a.workers, "seed": a.seed,
-             "knn_every": a.knn_every}
+             "knn_every": a.knn_every, "stop_seconds": a.stop_seconds}
     if log:
         log.write(json.dumps(start) + "\n")
         log.flush()
@@ -225,10 +238,10 @@ def main():
               f"training): k=20 {100 * acc[20]:.2f}% k=200 {100 * acc[200]:.2f}% ({dt:.1f} s)",
               file=sys.stderr)
 
-    step, clock, loss_sum, n_int = 0, 0.0, 0.0, 0
+    step, clock, loss_sum, n_int, stopped = 0, 0.0, 0.0, 0, False
     it = iter(loader)  # starts the worker, off the clock as selfsup's loader creation
     seg = t_int = time.perf_counter()  # the clock runs from seg; evaluations stop it
-    while step < total:
+    while step < total and not stopped:
         for views in it:
             loss = method.loss(list(views), step, spe)
             for t in method.trained():
@@ -249,17 +262,20 @@ def main():
                       f"{loss_sum / n_int:.4f} lr {lr:.3g} {n_int * B / (now - t_int):.1f} img/s",
                       file=sys.stderr)
                 loss_sum, n_int, t_int = 0.0, 0, now
-            if a.knn_every and ((epoch_end and (step // spe) % a.knn_every == 0) or step == total):
+            if a.knn_every and (step % knn_steps == 0 or step == total):
                 now = time.perf_counter()
                 clock += now - seg
                 evaluate(step, clock)
                 seg = t_int = time.perf_counter()
+                if a.stop_seconds and clock >= a.stop_seconds and step < total:
+                    stopped = True
+                    break
             if step == total:
                 break
-        if step < total:
+        if step < total and not stopped:
             it = iter(loader)  # the next epoch's shuffle (on the clock, as selfsup's)
     clock += time.perf_counter() - seg
-    done = {"event": "done", "steps": step, "train_seconds": round(clock, 2),
+    done = {"event": "done", "steps": step, "stopped_early": stopped, "train_seconds": round(clock, 2),
             "img_per_s": round(step * B / clock, 2) if clock > 0 else None}
     if log:
         log.write(json.dumps(done) + "\n")

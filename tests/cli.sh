@@ -78,7 +78,8 @@ expect_fail 1 "--batch-size 4096 must be in" -- $SELFSUP pretrain "${SMALL[@]}" 
 expect_fail 2 "--temperature: '-1' must be a non-negative number" -- $SELFSUP pretrain --method byol --temperature -1
 expect_fail 2 "--weight-decay: '-1' must be a non-negative number" -- $SELFSUP pretrain --weight-decay -1
 expect_fail 2 "--clip-grad: '-1' must be a non-negative number" -- $SELFSUP pretrain --method dino --clip-grad -1
-expect_fail 2 "--knn-every: '-1' is not a valid integer" -- $SELFSUP pretrain --knn-every -1
+expect_fail 2 "--knn-every: '-1' must be a non-negative number" -- $SELFSUP pretrain --knn-every -1
+expect_fail 1 "--knn-every 200000 must be in .0, 100000. epochs" -- $SELFSUP pretrain "${SMALL[@]}" --knn-every 2e5 --steps 1
 expect_fail 2 "--weight-decay-end, --clip-grad and --min-lr must be finite" -- $SELFSUP pretrain --weight-decay-end inf
 expect_fail 2 "--queue-size: '1.5' must be a non-negative integer" -- $SELFSUP pretrain --method moco --queue-size 1.5
 expect_fail 1 "--queue-size 1000 must be a multiple of the batch size 32" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --queue-size 1000 --steps 1
@@ -88,6 +89,8 @@ expect_fail 1 "--local-crops must be >= 1: swav is a multi-crop method" -- $SELF
 expect_fail 1 "--teacher-temp and --warmup-teacher-temp must be > 0" -- $SELFSUP pretrain "${DINO_SMALL[@]}" --method dino --teacher-temp 0 --steps 1
 expect_fail 1 "--temperature must be > 0" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --temperature 0 --steps 1
 expect_fail 1 "--prototypes does not apply to simclr" -- $SELFSUP pretrain "${SMALL[@]}" --prototypes 10 --steps 1
+expect_fail 1 "--global-scale-min must be in (0, 1] (got 1.5)" -- $SELFSUP pretrain "${SMALL[@]}" --method byol --global-scale-min 1.5 --steps 1
+expect_fail 1 "--global-scale-min does not apply to rotation" -- $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method rotation --global-scale-min 0.5 --steps 1
 expect_fail 1 "--sinkhorn-iters must be >= 1" -- $SELFSUP pretrain "${SMALL[@]}" --method swav --sinkhorn-iters 0 --steps 1
 expect_fail 1 "--global-crops + --local-crops must be <= 12" -- $SELFSUP pretrain "${DINO_SMALL[@]}" --method dino --local-crops 11 --steps 1
 expect_fail 1 "--permutations must be in 2..2000" -- $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method jigsaw --permutations 1 --steps 1
@@ -401,6 +404,17 @@ assert 0 < knn[0]["train_seconds"] < knn[1]["train_seconds"] < knn[2]["train_sec
 b = open(sys.argv[2], "rb").read()
 meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
 assert json.loads(meta["config"])["knn_every"] == 1 and float(meta["train_seconds"]) > 0, meta
+EOF
+fi
+# a fraction of an epoch: every round(0.25 x 62) = 16 steps, and at the end
+if expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 40 --knn-every 0.25 --no-eval --out "$T/knnq"; then
+    $PY - "$T/knnq/log.jsonl" "$T/knnq/last.safetensors" <<'EOF' && ok || bad "--knn-every 0.25 log lines"
+import json, struct, sys
+knn = [r for r in map(json.loads, open(sys.argv[1])) if r.get("event") == "knn"]
+assert [r["step"] for r in knn] == [16, 32, 40] and abs(knn[0]["epoch"] - 16 / 62) < 1e-5, knn
+b = open(sys.argv[2], "rb").read()
+meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
+assert json.loads(meta["config"])["knn_every"] == 0.25, meta
 EOF
 fi
 

@@ -187,8 +187,52 @@ out:
 static const char *const own_test[][2] = {
     {"mae", "tests/test_mae.c"}, {"simmim", "tests/test_mim.c"}, {"beit", "tests/test_mim.c"}};
 
+/* The two-view methods' crop area: the paper's lower bound unless
+ * --global-scale-min sets it, the same for both views; out of (0, 1] fails. */
+static void test_pair_scale(void)
+{
+    static const struct {
+        const char *name;
+        float paper;
+    } pairs[] = {{"simclr", 0.08f}, {"moco", 0.2f},   {"byol", 0.08f},  {"simsiam", 0.2f},
+                 {"barlow", 0.08f}, {"vicreg", 0.08f}, {"dense", 0.08f}, {"mocov3", 0.08f}};
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++) {
+        const ssl_method_ops *ops = ssl_method_find(pairs[i].name);
+        CHECK(ops != NULL, "%s: no such method", pairs[i].name);
+        if (!ops) continue;
+        const float set[] = {SSL_UNSET, 0.3f, 1.0f};
+        for (int k = 0; k < 3; k++) {
+            ssl_method_config c;
+            ssl_aug augs[SSL_MAX_VIEWS];
+            char err[SSL_ERR_LEN] = "";
+            ssl_method_config_unset(&c);
+            c.global_scale_min = set[k];
+            int st = ops->validate(&c, err);
+            CHECK(st == SSL_OK, "%s: validate: %s", pairs[i].name, err);
+            float want = k == 0 ? pairs[i].paper : set[k];
+            int n = ops->views(&c, 1, 28, 28, augs);
+            CHECK(n == 2 && augs[0].crop_scale_min == want && augs[1].crop_scale_min == want &&
+                      augs[0].crop_scale_max == 1 && augs[1].crop_scale_max == 1,
+                  "%s, --global-scale-min %g: views %d, crop area [%g, %g] / [%g, %g], want [%g, 1]",
+                  pairs[i].name, (double)set[k], n, (double)augs[0].crop_scale_min,
+                  (double)augs[0].crop_scale_max, (double)augs[1].crop_scale_min,
+                  (double)augs[1].crop_scale_max, (double)want);
+        }
+        const float bad[] = {1.5f, 0.0f};
+        for (int k = 0; k < 2; k++) {
+            ssl_method_config c;
+            char err[SSL_ERR_LEN] = "";
+            ssl_method_config_unset(&c);
+            c.global_scale_min = bad[k];
+            CHECK(ops->validate(&c, err) != SSL_OK && strstr(err, "--global-scale-min must be in (0, 1]"),
+                  "%s, --global-scale-min %g: '%s'", pairs[i].name, (double)bad[k], err);
+        }
+    }
+}
+
 int main(void)
 {
+    test_pair_scale();
     const char *dir = getenv("SSL_GOLDEN_DIR");
     if (!dir || !dir[0]) dir = "build/golden";
     for (const ssl_method_ops *const *ops = ssl_method_list(); *ops; ops++) {

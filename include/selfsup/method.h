@@ -239,8 +239,17 @@ int ssl_graph_no_grad(ssl_graph *g);
 int ssl_method_views_multicrop(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs);
 
 /* BYOL's asymmetric pair of views (blur 1.0 / 0.1, solarize 0 / 0.2), which
- * Barlow Twins and VICReg use too. Returns 2. */
-int ssl_method_views_byol(int c, int h, int w, ssl_aug *augs);
+ * Barlow Twins and VICReg use too, crop area [cfg->global_scale_min, 1].
+ * Returns 2. */
+int ssl_method_views_byol(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs);
+
+/* Two-view methods: both views are "global" crops, their area range
+ * [global_scale_min, 1]. Fills global_scale_min with the paper's value when
+ * unset and checks it is in (0, 1] (for validate()). */
+int ssl_method_check_pair_scale(ssl_method_config *c, float paper, char *err);
+/* Sets both views' smallest crop area to cfg->global_scale_min when it is
+ * filled (> 0); returns 2. */
+int ssl_method_views_pair_scale(const ssl_method_config *cfg, ssl_aug *augs);
 
 /* The multi-crop options of a filled config: at least one global and one
  * local crop, at most SSL_MAX_VIEWS views, crop scales in (0, 1]. */

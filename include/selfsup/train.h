@@ -47,8 +47,9 @@ typedef struct ssl_train_config {
     int64_t stop_after;    /* --stop-after: stop (with a checkpoint) after this global step; 0 = no */
     double time_budget;    /* --time-budget: seconds of pretraining; the schedule is shortened
                               to the steps that fit, measured on the first steps; 0 = none */
-    int knn_every;         /* --knn-every: k-NN of the encoder every N epochs and at the end
-                              (ssl_pretrain_knn; time to accuracy); 0 = off */
+    float knn_every;       /* --knn-every: k-NN of the encoder every X epochs and at the end
+                              (ssl_pretrain_knn; time to accuracy); a fraction of an epoch
+                              is every round(X * steps per epoch) steps; 0 = off */
 } ssl_train_config;
 
 /* Defaults: SimCLR on Fashion-MNIST, ResNet-18 small stem, width 16, batch
@@ -87,8 +88,8 @@ typedef struct ssl_train_result {
  * res->seconds leaves out the k-NN evaluations of ssl_pretrain_knn. */
 int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx *ctx,
                  ssl_method *m, ssl_train_result *res);
-/* ssl_pretrain that, with cfg->knn_every > 0, evaluates the encoder after
- * every knn_every-th epoch and at the run's last step: ssl_eval_encoder's
+/* ssl_pretrain that, with cfg->knn_every > 0, evaluates the encoder every
+ * knn_every epochs (ssl_knn_interval steps) and at the run's last step: ssl_eval_encoder's
  * k-NN (k=20 and 200, T=0.1, eval mode) with the frozen features of all of
  * knn_train as the bank and all of knn_test as queries (both labelled, the
  * shape of train; as the encoder sees them, ssl_method_encoder_data). Each
@@ -97,6 +98,9 @@ int ssl_pretrain(const ssl_train_config *cfg, const ssl_dataset *train, ssl_ctx 
  * line to stderr. train_seconds is the pretraining clock without any
  * evaluation, continued from the checkpoint on a resume (time to accuracy).
  * knn_train, knn_test may be NULL when knn_every is 0. */
+/* Steps between two k-NN evaluations of --knn-every X epochs of spe steps:
+ * round(X * spe), at least 1; 0 when X is 0 (off). */
+int64_t ssl_knn_interval(float knn_every, int spe);
 int ssl_pretrain_knn(const ssl_train_config *cfg, const ssl_dataset *train,
                      const ssl_dataset *knn_train, const ssl_dataset *knn_test, ssl_ctx *ctx,
                      ssl_method *m, ssl_train_result *res);

@@ -153,7 +153,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         INT("--log-every", t->log_every, 1, 1000000);
         INT("--stop-after", t->stop_after, 0, 1000000000L);
         if (!strcmp(name, "--knn-every")) o->knn_every_set = 1;
-        INT("--knn-every", t->knn_every, 0, 100000);
+        FLT("--knn-every", t->knn_every);
         FLT("--lr", t->lr);
         FLT("--weight-decay", t->weight_decay);
         FLT("--weight-decay-end", t->weight_decay_end);

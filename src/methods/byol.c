@@ -42,12 +42,12 @@ static int byol_validate(ssl_method_config *cfg, char *err)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden, --proj-dim and --pred-hidden must be >= 1");
     if (!(cfg->base_momentum >= 0 && cfg->base_momentum <= 1))
         return ssl_fail(err, SSL_EINVAL, "--base-momentum must be in [0, 1] (got %g)", cfg->base_momentum);
-    return SSL_OK;
+    return ssl_method_check_pair_scale(cfg, 0.08f, err); /* the paper's crop area [0.08, 1] */
 }
 
 static int byol_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
 {
-    return ssl_method_views_byol(c, h, w, augs); /* the official transform pair */
+    return ssl_method_views_byol(cfg, c, h, w, augs); /* the official transform pair */
 }
 
 /* The official MLP: Linear(in, hidden) BN ReLU Linear(hidden, out) with no

@@ -81,7 +81,7 @@ ssl_tensor *ssl_method_encode_views(ssl_graph *g, ssl_encoder *enc, ssl_tensor *
     return out;
 }
 
-int ssl_method_views_byol(int c, int h, int w, ssl_aug *augs)
+int ssl_method_views_byol(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
 {
     /* BYOL, Appendix B (Table 6), also Barlow Twins' and VICReg's: crop area
      * [0.08, 1], flip, jitter 0.4/0.4/0.2/0.1 p 0.8, gray 0.2; blur p 1.0 / 0.1,
@@ -97,6 +97,20 @@ int ssl_method_views_byol(int c, int h, int w, ssl_aug *augs)
     }
     augs[0].solarize_p = 0.0f;
     augs[1].solarize_p = 0.2f;
+    return ssl_method_views_pair_scale(cfg, augs);
+}
+
+int ssl_method_check_pair_scale(ssl_method_config *c, float paper, char *err)
+{
+    if (c->global_scale_min == SSL_UNSET) c->global_scale_min = paper;
+    if (!(c->global_scale_min > 0 && c->global_scale_min <= 1))
+        return ssl_fail(err, SSL_EINVAL, "--global-scale-min must be in (0, 1] (got %g)", c->global_scale_min);
+    return SSL_OK;
+}
+
+int ssl_method_views_pair_scale(const ssl_method_config *cfg, ssl_aug *augs)
+{
+    if (cfg->global_scale_min > 0) augs[0].crop_scale_min = augs[1].crop_scale_min = cfg->global_scale_min;
     return 2;
 }
 

@@ -68,14 +68,14 @@ static int dense_validate(ssl_method_config *cfg, char *err)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden and --proj-dim must be >= 1");
     if (!(cfg->dense_weight >= 0 && cfg->dense_weight <= 1))
         return ssl_fail(err, SSL_EINVAL, "--dense-weight must be in [0, 1] (got %g)", cfg->dense_weight);
-    return SSL_OK;
+    return ssl_method_check_pair_scale(cfg, 0.08f, err); /* the paper's crop area [0.08, 1] */
 }
 
 static int dense_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
 {
     ssl_aug_simclr(&augs[0], c, h, w);
     augs[1] = augs[0];
-    return 2;
+    return ssl_method_views_pair_scale(cfg, augs);
 }
 
 /* nn.Conv2d(in, out, 1) at prefix.idx with PyTorch's default init (DenseCL

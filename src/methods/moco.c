@@ -78,7 +78,7 @@ static int moco_validate(ssl_method_config *cfg, char *err)
         return ssl_fail(err, SSL_EINVAL, "--base-momentum must be in [0, 1] (got %g)", cfg->base_momentum);
     if (cfg->queue_size < 1)
         return ssl_fail(err, SSL_EINVAL, "--queue-size must be >= 1 for moco (got %d)", cfg->queue_size);
-    return SSL_OK;
+    return ssl_method_check_pair_scale(cfg, 0.2f, err); /* the paper's crop area [0.2, 1] */
 }
 
 static int moco_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
@@ -87,9 +87,8 @@ static int moco_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug
      * area [0.2, 1], jitter 0.4/0.4/0.4/0.1 p 0.8, gray 0.2, blur p 0.5
      * (off at <= 32 px, see ssl_aug_simclr); the same for both views. */
     ssl_aug_simclr(&augs[0], c, h, w);
-    augs[0].crop_scale_min = 0.2f;
     augs[1] = augs[0];
-    return 2;
+    return ssl_method_views_pair_scale(cfg, augs);
 }
 
 static int moco_check_batch(const ssl_method *m, int batch, char *err)

@@ -79,7 +79,7 @@ static int mocov3_validate(ssl_method_config *cfg, char *err)
     if (cfg->freeze_patch_embed > 1)
         return ssl_fail(err, SSL_EINVAL, "--freeze-patch-embed must be 0 or 1 (got %d)",
                         cfg->freeze_patch_embed);
-    return SSL_OK;
+    return ssl_method_check_pair_scale(cfg, 0.08f, err); /* the paper's crop area [0.08, 1] */
 }
 
 static int mocov3_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
@@ -87,7 +87,7 @@ static int mocov3_views(const ssl_method_config *cfg, int c, int h, int w, ssl_a
     /* main_moco.py: BYOL's asymmetric pair (blur 1.0 / 0.1, solarize 0 / 0.2,
      * jitter 0.4/0.4/0.2/0.1). Crop area [0.08, 1]: --crop-min's default,
      * which the ViT recipes keep (the ResNet-50 ones pass 0.2). */
-    return ssl_method_views_byol(c, h, w, augs);
+    return ssl_method_views_byol(cfg, c, h, w, augs);
 }
 
 /* builder.py _build_mlp(n_layers, in, hidden, out, last_bn) under prefix. */

@@ -48,7 +48,7 @@ const ssl_method_field ssl_method_fields[] = {
     I("global-crops", global_crops, "full-size views per image"),
     I("local-crops", local_crops, "small views per image (multi-crop)"),
     I("local-size", local_size, "side of a local crop in pixels"),
-    F("global-scale-min", global_scale_min, "smallest area fraction of a global crop"),
+    F("global-scale-min", global_scale_min, "smallest area fraction of a global crop (both views of a two-view method)"),
     F("local-scale-min", local_scale_min, "smallest area fraction of a local crop"),
     F("local-scale-max", local_scale_max, "largest area fraction of a local crop"),
     I("head-hidden", head_hidden, "pretext classifier hidden width (0: linear head)"),

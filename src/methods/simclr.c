@@ -17,14 +17,14 @@ static int simclr_validate(ssl_method_config *cfg, char *err)
         return ssl_fail(err, SSL_EINVAL, "--temperature must be > 0 (got %g)", cfg->temperature);
     if (cfg->proj_hidden < 1 || cfg->proj_dim < 1)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden and --proj-dim must be >= 1");
-    return SSL_OK;
+    return ssl_method_check_pair_scale(cfg, 0.08f, err); /* the paper's crop area [0.08, 1] */
 }
 
 static int simclr_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
 {
     ssl_aug_simclr(&augs[0], c, h, w);
     augs[1] = augs[0];
-    return 2;
+    return ssl_method_views_pair_scale(cfg, augs);
 }
 
 static int simclr_init(ssl_method *m, ssl_rng *rng, char *err)

@@ -36,7 +36,7 @@ static int simsiam_validate(ssl_method_config *cfg, char *err)
     if (cfg->pred_hidden == SSL_UNSET) cfg->pred_hidden = 512;
     if (cfg->proj_hidden < 1 || cfg->proj_dim < 1 || cfg->pred_hidden < 1)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden, --proj-dim and --pred-hidden must be >= 1");
-    return SSL_OK;
+    return ssl_method_check_pair_scale(cfg, 0.2f, err); /* the paper's crop area [0.2, 1] */
 }
 
 static int simsiam_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
@@ -45,9 +45,8 @@ static int simsiam_views(const ssl_method_config *cfg, int c, int h, int w, ssl_
      * 0.4/0.4/0.4/0.1 p 0.8, gray 0.2, blur p 0.5 (off at <= 32 px, see
      * ssl_aug_simclr), flip; the same for both views. */
     ssl_aug_simclr(&augs[0], c, h, w);
-    augs[0].crop_scale_min = 0.2f;
     augs[1] = augs[0];
-    return 2;
+    return ssl_method_views_pair_scale(cfg, augs);
 }
 
 static int simsiam_init(ssl_method *m, ssl_rng *rng, char *err)

@@ -45,12 +45,12 @@ static int vicreg_validate(ssl_method_config *cfg, char *err)
     if (cfg->proj_hidden < 1 || cfg->proj_dim < 1)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden and --proj-dim must be >= 1 (got %d, %d)",
                         cfg->proj_hidden, cfg->proj_dim);
-    return SSL_OK;
+    return ssl_method_check_pair_scale(cfg, 0.08f, err); /* the paper's crop area [0.08, 1] */
 }
 
 static int vicreg_views(const ssl_method_config *cfg, int c, int h, int w, ssl_aug *augs)
 {
-    return ssl_method_views_byol(c, h, w, augs); /* the official transform pair */
+    return ssl_method_views_byol(cfg, c, h, w, augs); /* the official transform pair */
 }
 
 static int vicreg_init(ssl_method *m, ssl_rng *rng, char *err)

@@ -281,7 +281,7 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
         NUM("momentum", momentum, float);
         NUM("warmup_epochs", warmup_epochs, float);
         NUM("seed", seed, uint64_t);
-        NUM("knn_every", knn_every, int); /* older checkpoints: 0, off */
+        NUM("knn_every", knn_every, float); /* older checkpoints: 0, off */
 #undef NUM
         for (int i = 0; i < ssl_method_n_fields; i++) {
             const ssl_method_field *fd = &ssl_method_fields[i];

@@ -54,8 +54,9 @@ int ssl_train_config_resolve(ssl_train_config *c, char *err)
     if (!(c->weight_decay_end >= 0 && isfinite(c->weight_decay_end)))
         return ssl_fail(err, SSL_EINVAL, "--weight-decay-end %g must be finite and >= 0",
                         (double)c->weight_decay_end);
-    if (c->knn_every < 0)
-        return ssl_fail(err, SSL_EINVAL, "--knn-every %d must be >= 0 (0: off)", c->knn_every);
+    if (!(c->knn_every >= 0 && c->knn_every <= 100000))
+        return ssl_fail(err, SSL_EINVAL, "--knn-every %g must be in [0, 100000] epochs (0: off)",
+                        (double)c->knn_every);
     if (!(c->clip_grad >= 0 && isfinite(c->clip_grad)))
         return ssl_fail(err, SSL_EINVAL, "--clip-grad %g must be finite and >= 0", (double)c->clip_grad);
     if (!(c->min_lr >= 0 && isfinite(c->min_lr)))
@@ -97,7 +98,7 @@ void ssl_train_config_json(const ssl_train_config *c, FILE *f)
         for (const char *p = fd->name; *p; p++) fputc(*p == '-' ? '_' : *p, f);
         fprintf(f, fd->is_int ? "\":%.0f" : "\":%.9g", v);
     }
-    fprintf(f, ",\"knn_every\":%d", c->knn_every);
+    fprintf(f, ",\"knn_every\":%.9g", (double)c->knn_every);
     fprintf(f, ",\"out\":");
     ssl_json_write_string(f, c->out);
     fprintf(f, "}");

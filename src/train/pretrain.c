@@ -91,6 +91,13 @@ static int check_knn_splits(const ssl_dataset *train, const ssl_dataset *bank,
     return SSL_OK;
 }
 
+int64_t ssl_knn_interval(float knn_every, int spe)
+{
+    if (!(knn_every > 0)) return 0;
+    int64_t n = llround((double)knn_every * spe);
+    return n > 0 ? n : 1;
+}
+
 /* k-NN of m's encoder now, as the final evaluation does it (eval mode, no
  * randomness: the training that follows is unchanged): one "knn" line to
  * log and one to stderr. bank, queries: the splits as the encoder sees them.
@@ -231,6 +238,7 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
     if (rc) goto done;
     const int spe = ssl_loader_steps_per_epoch(loader);
     int64_t total = cfg->steps > 0 ? cfg->steps : (int64_t)cfg->epochs * spe;
+    const int64_t knn_steps = ssl_knn_interval(cfg->knn_every, spe);
     const int64_t warmup = (int64_t)(cfg->warmup_epochs * spe);
     const float peak_lr = !strcmp(cfg->lr_scale, "sqrt") ? ssl_lr_scale_sqrt(cfg->lr, cfg->batch_size)
                         : !strcmp(cfg->lr_scale, "linear") ? ssl_lr_scale_linear(cfg->lr, cfg->batch_size)
@@ -368,13 +376,13 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
             double clock = clock0 + (ssl_time() - t_start - eval_s);
             rc = ssl_checkpoint_save_timed(res->checkpoint, cfg, m, opt, &ts, clock, err);
             if (rc) goto done;
-            if (cfg->knn_every > 0 && ((epoch_end && ts.epoch % cfg->knn_every == 0) || ts.step == stop)) {
-                double dt;
-                rc = knn_report(ctx, m, cfg, bank, queries, ts.step, spe, clock, log, &dt);
-                eval_s += dt;
-                if (rc) goto done;
-                t_int = ssl_time(); /* the next interval's rate is training alone */
-            }
+        }
+        if (cfg->knn_every > 0 && (ts.step % knn_steps == 0 || ts.step == stop)) {
+            double dt, clock = clock0 + (ssl_time() - t_start - eval_s);
+            rc = knn_report(ctx, m, cfg, bank, queries, ts.step, spe, clock, log, &dt);
+            eval_s += dt;
+            if (rc) goto done;
+            t_int = ssl_time(); /* the next interval's rate is training alone */
         }
     }
     res->steps = ts.step;
