@@ -291,25 +291,6 @@ static void print_profile(const ssl_profile *p, int steps, double s_step)
     printf("\"other\":%.4f}", s_step - known);
 }
 
-/* ssl_pretrain's optimizer settings for a resolved training config. */
-static int optim_config(const ssl_train_config *c, ssl_optim_config *o)
-{
-    memset(o, 0, sizeof *o);
-    o->lr = c->lr;
-    o->momentum = c->momentum;
-    o->weight_decay = c->weight_decay;
-    o->eta = 0.001f;
-    o->beta1 = 0.9f;
-    const ssl_method_ops *ops = ssl_method_find(c->method);
-    o->beta2 = ops && ops->optim.beta2 > 0 ? ops->optim.beta2 : 0.999f; /* as pretrain.c */
-    o->eps = 1e-8f;
-    if (!strcmp(c->optimizer, "lars")) o->kind = SSL_OPTIM_LARS;
-    else if (!strcmp(c->optimizer, "sgd")) o->kind = SSL_OPTIM_SGD;
-    else if (!strcmp(c->optimizer, "adamw")) o->kind = SSL_OPTIM_ADAMW;
-    else return -1;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     bench_args a;
@@ -337,8 +318,7 @@ int main(int argc, char **argv)
     tc.batch_size = a.batch;
     int rc = ssl_train_config_resolve(&tc, err);
     ssl_optim_config ocfg;
-    if (!rc && optim_config(&tc, &ocfg))
-        rc = ssl_fail(err, SSL_EINVAL, "optimizer '%s' unknown", tc.optimizer);
+    if (!rc) rc = ssl_train_optim_config(&tc, &ocfg, err);
     if (rc) {
         fprintf(stderr, "bench_step: %s\n", err);
         return 2;

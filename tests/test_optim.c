@@ -79,6 +79,7 @@ static int make_config(ssl_optim_config *c, const ssl_st_file *f, const char *ru
     memset(c, 0, sizeof *c);
     c->kind = strncmp(run, "sgd", 3) == 0    ? SSL_OPTIM_SGD
               : strncmp(run, "lars", 4) == 0 ? SSL_OPTIM_LARS
+              : strncmp(run, "larc", 4) == 0 ? SSL_OPTIM_LARC
                                              : SSL_OPTIM_ADAMW;
     c->lr = ((const float *)l->data)[0];
     c->momentum = hp[0];
@@ -194,8 +195,9 @@ static void test_golden(void)
             return;
         }
     }
-    const char *runs[] = { "sgd", "sgd_nesterov", "adamw", "lars", "lars_nesterov" };
-    for (int r = 0; r < 5; r++) {
+    const char *runs[] = { "sgd", "sgd_nesterov", "adamw", "lars", "lars_nesterov", "larc",
+                           "larc_nesterov" };
+    for (int r = 0; r < 7; r++) {
         test_golden_run(&f, runs[r]);
         test_resume(&f, runs[r]);
     }
@@ -337,6 +339,41 @@ static void test_bad_input(void)
     ssl_param two[2] = { good, good };
     two[1].name = "";
     expect_fail(&sgd, two, 2, SSL_EINVAL, "second param unnamed");
+}
+
+/* LARC cases the golden file does not reach: a zero param and a no_decay
+ * param take plain SGD on the gradient (no decay, no scaling), and a param
+ * whose eta*||p||/||g + ..|| is below lr steps by that instead of lr. */
+static void test_larc_edges(void)
+{
+    float w[3] = { 0, 0, 0 }, g[3] = { 1, -2, 0.5f };
+    float b[2] = { 1, 2 }, gb[2] = { 0.5f, -0.25f };
+    float u[2] = { 3, 4 }, gu[2] = { 0, 10 }; /* ||u|| 5, ||gu|| 10 */
+    ssl_param ps[3] = {
+        { .name = "w", .data = w, .grad = g, .numel = 3, .ndim = 1, .shape = { 3 } },
+        { .name = "b", .data = b, .grad = gb, .numel = 2, .ndim = 1, .shape = { 2 },
+          .no_decay = 1 },
+        { .name = "u", .data = u, .grad = gu, .numel = 2, .ndim = 1, .shape = { 2 } },
+    };
+    ssl_optim_config c = { .kind = SSL_OPTIM_LARC, .lr = 0.5f, .momentum = 0.9f,
+                           .weight_decay = 0.1f, .eta = 0.02f };
+    char err[SSL_ERR_LEN] = "";
+    ssl_optim *o = NULL;
+    CHECK(ssl_optim_create(&o, &c, ps, 3, err) == SSL_OK, "larc create: %s", err);
+    if (!o) return;
+    ssl_optim_step(o, 0.5f);
+    float want_w[3] = { -0.5f, 1.0f, -0.25f };
+    CHECK_CLOSE(w, want_w, 3, 1e-7, 1e-6, "larc zero param");
+    float want_b[2] = { 1 - 0.25f, 2 + 0.125f };
+    CHECK_CLOSE(b, want_b, 2, 1e-7, 1e-6, "larc no_decay param");
+    /* a = 0.02*5 / (10 + 0.1*5 + 1e-8) / 0.5 < 1: u -= 0.5 * a * (gu + 0.1*u) */
+    double a = 0.02 * 5 / (10 + 0.5 + 1e-8) / 0.5;
+    float want_u[2] = { (float)(3 - 0.5 * a * 0.3), (float)(4 - 0.5 * a * 10.4) };
+    CHECK_CLOSE(u, want_u, 2, 1e-7, 1e-6, "larc scaled param");
+    ssl_optim_free(o);
+    c.eta = 0;
+    CHECK(ssl_optim_create(&o, &c, ps, 3, err) == SSL_EINVAL && strstr(err, "eta"), "larc eta 0: %s", err);
+    ssl_optim_free(o);
 }
 
 /* LARS cases the golden file does not reach: a zero param (trust 1), a
@@ -638,6 +675,7 @@ int main(void)
     test_state_names();
     test_bad_input();
     test_lars_edges();
+    test_larc_edges();
     test_golden();
     test_frozen();
     return check_report("optim");

@@ -15,7 +15,14 @@ extern "C" {
 typedef enum ssl_optim_kind {
     SSL_OPTIM_SGD = 0,
     SSL_OPTIM_LARS,
-    SSL_OPTIM_ADAMW
+    SSL_OPTIM_ADAMW,
+    /* solo-learn's LARS with clip_lr (Lightning Bolts' LARS = apex's LARC in
+     * clip mode), the optimizer of its CIFAR recipes: per param with decay,
+     * a = min(eta*||p|| / (||g|| + wd*||p|| + 1e-8) / lr, 1) (when ||p|| and
+     * ||g|| > 0), d = a*(g + wd*p); otherwise d = g; then torch.optim.SGD
+     * with momentum on d: buf = mu*buf + d, p -= lr*(nesterov ? d + mu*buf : buf).
+     * The step of a layer is min(eta*||p||/||g+..||, lr): lr caps it. */
+    SSL_OPTIM_LARC
 } ssl_optim_kind;
 
 typedef struct ssl_optim_config {
@@ -25,7 +32,7 @@ typedef struct ssl_optim_config {
      * buf = mu*buf + d (buf = d on the first step); p -= lr*(nesterov ? d + mu*buf : buf). */
     float lr, momentum, weight_decay;
     int nesterov;                 /* SGD and LARS; needs momentum > 0 */
-    float eta;                    /* LARS trust coefficient (SimCLR: 0.001) */
+    float eta;                    /* LARS trust coefficient (SimCLR: 0.001; LARC, solo-learn: 0.02) */
     float beta1, beta2, eps;      /* AdamW, torch.optim.AdamW semantics */
 } ssl_optim_config;
 

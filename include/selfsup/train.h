@@ -64,6 +64,10 @@ int ssl_train_config_resolve(ssl_train_config *c, char *err);
  * ViT and the method has one, else ops->optim. */
 const ssl_method_optim *ssl_train_config_recipe(const ssl_train_config *c,
                                                 const ssl_method_ops *ops);
+/* The optimizer a resolved config trains with (ssl_pretrain's): --optimizer
+ * lars (SimCLR's, eta 0.001), larc (solo-learn's clipped LARS, eta 0.02),
+ * sgd or adamw (betas 0.9 and the recipe's beta2, default 0.999; eps 1e-8). */
+int ssl_train_optim_config(const ssl_train_config *c, ssl_optim_config *o, char *err);
 /* Writes the config as one JSON object (no newline). */
 void ssl_train_config_json(const ssl_train_config *c, FILE *f);
 /* The encoder config the training config asks for, for images of

@@ -29,7 +29,8 @@ static int64_t round_up(int64_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOAT
 
 static int check_config(const ssl_optim_config *c, char *err)
 {
-    if (c->kind != SSL_OPTIM_SGD && c->kind != SSL_OPTIM_LARS && c->kind != SSL_OPTIM_ADAMW)
+    if (c->kind != SSL_OPTIM_SGD && c->kind != SSL_OPTIM_LARS && c->kind != SSL_OPTIM_ADAMW &&
+        c->kind != SSL_OPTIM_LARC)
         return ssl_fail(err, SSL_EINVAL, "optimizer: unknown kind %d", (int)c->kind);
     if (!(c->lr >= 0 && isfinite(c->lr)))
         return ssl_fail(err, SSL_EINVAL, "optimizer: lr %g must be finite and >= 0", (double)c->lr);
@@ -49,7 +50,7 @@ static int check_config(const ssl_optim_config *c, char *err)
                         (double)c->momentum);
     if (c->nesterov && c->momentum == 0)
         return ssl_fail(err, SSL_EINVAL, "optimizer: nesterov needs momentum > 0");
-    if (c->kind == SSL_OPTIM_LARS && !(c->eta > 0 && isfinite(c->eta)))
+    if ((c->kind == SSL_OPTIM_LARS || c->kind == SSL_OPTIM_LARC) && !(c->eta > 0 && isfinite(c->eta)))
         return ssl_fail(err, SSL_EINVAL, "optimizer: LARS eta %g must be > 0", (double)c->eta);
     return SSL_OK;
 }
@@ -205,6 +206,42 @@ static void lars_param(const ssl_param *p, float *v, float lr, float mu, float w
     }
 }
 
+/* solo-learn's LARS with clip_lr = True (solo/utils/lars.py, from Lightning
+ * Bolts; apex's LARC in clip mode), see SSL_OPTIM_LARC. no_decay params (the
+ * biases and norms of exclude_bias_n_norm) take plain SGD on g, no decay.
+ * Norms accumulate in double. buf (n). */
+static void larc_param(const ssl_param *p, float *buf, float lr, float mu, float wd, float eta,
+                       int nesterov)
+{
+    float *w = p->data;
+    const float *g = p->grad;
+    int64_t n = p->numel;
+    float a = 1;
+    if (p->no_decay) {
+        wd = 0;
+    } else {
+        double ww = 0, gg = 0;
+#pragma omp parallel for reduction(+ : ww, gg) if (n >= OMP_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            ww += (double)w[i] * w[i];
+            gg += (double)g[i] * g[i];
+        }
+        if (ww > 0 && gg > 0) {
+            double pn = sqrt(ww), r = (double)eta * pn / (sqrt(gg) + wd * pn + 1e-8);
+            a = (float)(lr > 0 && r / lr < 1 ? r / lr : 1.0);
+        } else {
+            wd = 0; /* solo-learn adds the decay only where it scales */
+        }
+    }
+#pragma omp parallel for if (n >= OMP_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float d = a * (g[i] + wd * w[i]);
+        float b = mu * buf[i] + d;
+        buf[i] = b;
+        w[i] -= lr * (nesterov ? d + mu * b : b);
+    }
+}
+
 /* torch.optim.AdamW (1.13, single-tensor path). m, v (n). lr is a double
  * as a param group's lr * lr_scale is in Python. */
 static void adamw_param(const ssl_param *p, float *m, float *v, double lr, float wd,
@@ -247,6 +284,9 @@ void ssl_optim_step(ssl_optim *o, float lr)
             break;
         case SSL_OPTIM_LARS:
             lars_param(p, s0, (float)lr_i, c->momentum, c->weight_decay, c->eta, c->nesterov);
+            break;
+        case SSL_OPTIM_LARC:
+            larc_param(p, s0, (float)lr_i, c->momentum, c->weight_decay, c->eta, c->nesterov);
             break;
         case SSL_OPTIM_ADAMW:
             adamw_param(p, s0, o->buffers[o->n_params + i].data, lr_i, c->weight_decay, c->beta1,

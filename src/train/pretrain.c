@@ -30,13 +30,13 @@ fail:
     return ssl_fail(err, SSL_EIO, "--out %s: cannot create folder: %s", path, strerror(errno));
 }
 
-static int optim_config(const ssl_train_config *c, ssl_optim_config *o, char *err)
+int ssl_train_optim_config(const ssl_train_config *c, ssl_optim_config *o, char *err)
 {
     memset(o, 0, sizeof *o);
     o->lr = c->lr;
     o->momentum = c->momentum;
     o->weight_decay = c->weight_decay;
-    o->eta = 0.001f;
+    o->eta = !strcmp(c->optimizer, "larc") ? 0.02f : 0.001f; /* solo-learn's, SimCLR's */
     o->beta1 = 0.9f;
     const ssl_method_ops *ops = ssl_method_find(c->method);
     /* the recipe of this arch (DINO's ViT one is AdamW) */
@@ -44,9 +44,10 @@ static int optim_config(const ssl_train_config *c, ssl_optim_config *o, char *er
     o->beta2 = recipe && recipe->beta2 > 0 ? recipe->beta2 : 0.999f; /* MAE: 0.95 */
     o->eps = 1e-8f;
     if (!strcmp(c->optimizer, "lars")) o->kind = SSL_OPTIM_LARS;
+    else if (!strcmp(c->optimizer, "larc")) o->kind = SSL_OPTIM_LARC;
     else if (!strcmp(c->optimizer, "sgd")) o->kind = SSL_OPTIM_SGD;
     else if (!strcmp(c->optimizer, "adamw")) o->kind = SSL_OPTIM_ADAMW;
-    else return ssl_fail(err, SSL_EINVAL, "--optimizer '%s' unknown (lars, sgd, adamw)", c->optimizer);
+    else return ssl_fail(err, SSL_EINVAL, "--optimizer '%s' unknown (lars, larc, sgd, adamw)", c->optimizer);
     return SSL_OK;
 }
 
@@ -156,7 +157,7 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
     if (strcmp(cfg->lr_scale, "sqrt") && strcmp(cfg->lr_scale, "linear") && strcmp(cfg->lr_scale, "none"))
         return ssl_fail(err, SSL_EINVAL, "--lr-scale '%s' unknown (sqrt, linear, none)", cfg->lr_scale);
     ssl_optim_config ocfg;
-    rc = optim_config(cfg, &ocfg, err);
+    rc = ssl_train_optim_config(cfg, &ocfg, err);
     if (rc) return rc;
     ssl_encoder_config enc;
     /* the encoder may see fewer channels than the data (colorization: L of RGB) */

@@ -1,5 +1,6 @@
 """Golden values for tests/test_optim.c: three steps of torch.optim.SGD (plain
-and Nesterov), torch.optim.AdamW and a LARS reference, on three params.
+and Nesterov), torch.optim.AdamW, a LARS reference and solo-learn's clipped
+LARS (LARC), on three params.
 
 Usage: /usr/bin/python3 tests/torch/gen_optim.py OUTDIR   (writes OUTDIR/optim.safetensors)
 
@@ -47,6 +48,26 @@ def lars_step(params, vs, lr, mu, wd, eta, nesterov):
             p.sub_(v * mu + d * scaled if nesterov else v)
 
 
+def larc_step(params, bufs, lr, mu, wd, eta, nesterov):
+    """solo-learn's LARS (solo/utils/lars.py, from Lightning Bolts) with
+    clip_lars_lr=True and exclude_bias_n_norm_lars=True, rewritten here: for a
+    param with decay whose norm and gradient norm are > 0, a = eta*|p| /
+    (|g| + wd*|p| + 1e-8), clipped to min(a / lr, 1), d = a * (g + wd*p);
+    otherwise d = g. Then torch SGD momentum: buf = mu*buf + d (buf = d at
+    first), p -= lr * (nesterov ? d + mu*buf : buf). Norms in float32 as the
+    original's torch.norm."""
+    with torch.no_grad():
+        for (p, no_decay), buf in zip(params, bufs):
+            d = p.grad
+            pn, gn = torch.norm(p), torch.norm(p.grad)
+            if not no_decay and pn != 0 and gn != 0:
+                a = eta * pn / (gn + pn * wd + 1e-8)
+                a = min(a / lr, 1)
+                d = d.add(p, alpha=wd) * a
+            buf.mul_(mu).add_(d)
+            p.add_(d.add(buf, alpha=mu) if nesterov else buf, alpha=-lr)
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -67,6 +88,9 @@ def main():
         "adamw": dict(lr=[0.01, 0.005, 0.0025], wd=0.05, beta1=0.9, beta2=0.999, eps=1e-8),
         "lars": dict(lr=[4.8, 2.4, 1.2], momentum=0.9, wd=1e-3, eta=0.001, nesterov=0),
         "lars_nesterov": dict(lr=[4.8, 2.4, 1.2], momentum=0.9, wd=1e-3, eta=0.001, nesterov=1),
+        # fc.weight's a / lr crosses 1 over the three steps: clipped, then not
+        "larc": dict(lr=[0.5, 0.25, 0.125], momentum=0.9, wd=1e-3, eta=0.02, nesterov=0),
+        "larc_nesterov": dict(lr=[0.5, 0.25, 0.125], momentum=0.9, wd=1e-3, eta=0.02, nesterov=1),
     }
     for name, h in runs.items():
         h = {k: ([f32(x) for x in v] if isinstance(v, list) else f32(v)) for k, v in h.items()}
@@ -90,8 +114,9 @@ def main():
             for p, (n, _, _) in zip(ps, PARAMS):
                 p.grad = grads[k][n].clone()
             if opt is None:
-                lars_step([(p, nd) for p, (_, _, nd) in zip(ps, PARAMS)], vs, h["lr"][k],
-                          h["momentum"], h["wd"], h["eta"], h["nesterov"])
+                step = larc_step if name.startswith("larc") else lars_step
+                step([(p, nd) for p, (_, _, nd) in zip(ps, PARAMS)], vs, h["lr"][k],
+                     h["momentum"], h["wd"], h["eta"], h["nesterov"])
             else:
                 for group in opt.param_groups:
                     group["lr"] = h["lr"][k]
