@@ -311,15 +311,18 @@ for m in $METHODS; do
     $PY tests/same_checkpoint.py "$T/full_$m/last.safetensors" "$T/part_$m/last.safetensors" step=6 &&
         ok || bad "$m: resumed run differs from the uninterrupted one"
 done
-# solo-learn's clipped LARS: the checkpoint names it and a resume continues exactly
-if expect_ok $SELFSUP pretrain "${SMALL[@]}" --method byol --optimizer larc --lr 1.0 --steps 6 --no-eval --out "$T/larc_full" &&
-    expect_ok $SELFSUP pretrain "${SMALL[@]}" --method byol --optimizer larc --lr 1.0 --steps 6 --stop-after 3 --no-eval --out "$T/larc_part" &&
+# --recipe cifar (solo-learn's: BYOL with its clipped LARS, lr 1.0, EMA 0.99):
+# the checkpoint names recipe and optimizer, and a resume continues exactly
+if expect_ok $SELFSUP pretrain "${SMALL[@]}" --method byol --recipe cifar --steps 6 --no-eval --out "$T/larc_full" &&
+    expect_ok $SELFSUP pretrain "${SMALL[@]}" --method byol --recipe cifar --steps 6 --stop-after 3 --no-eval --out "$T/larc_part" &&
     expect_ok $SELFSUP pretrain --resume "$T/larc_part/last.safetensors" --threads 2 --quiet --no-eval; then
     $PY tests/same_checkpoint.py "$T/larc_full/last.safetensors" "$T/larc_part/last.safetensors" step=6 &&
-        $PY -c 'import json, struct, sys; b = open(sys.argv[1], "rb").read(); m = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]; assert json.loads(m["config"])["optimizer"] == "larc", m["config"]' "$T/larc_full/last.safetensors" &&
-        ok || bad "larc: resumed run differs from the uninterrupted one, or the checkpoint does not name larc"
+        $PY -c 'import json, struct, sys; b = open(sys.argv[1], "rb").read(); m = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]; c = json.loads(m["config"]); assert c["optimizer"] == "larc" and c["recipe"] == "cifar" and c["lr"] == 1 and abs(c["base_momentum"] - 0.99) < 1e-6, c' "$T/larc_full/last.safetensors" &&
+        ok || bad "--recipe cifar: resumed run differs from the uninterrupted one, or the checkpoint does not hold the recipe"
 fi
 expect_fail 1 "--optimizer 'lamb' unknown (lars, larc, sgd, adamw)" -- $SELFSUP pretrain "${SMALL[@]}" --optimizer lamb --steps 1
+expect_fail 1 "--recipe 'imagenet' unknown (paper, cifar)" -- $SELFSUP pretrain "${SMALL[@]}" --recipe imagenet --steps 1
+expect_fail 1 "--recipe cifar: rotation has no CIFAR recipe" -- $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method rotation --recipe cifar --steps 1
 
 # ---- DINO on a ViT (AdamW recipe): the last layer is frozen for 2 of 6
 # steps, so its Adam step count (torch's per-param state['step']) lags the

@@ -230,9 +230,81 @@ static void test_pair_scale(void)
     }
 }
 
+/* --recipe cifar: solo-learn's CIFAR-10 optimizer and hyperparameters fill
+ * what the user left unset; a value given wins; methods without one, ViTs
+ * and unknown recipes are refused. */
+static void test_cifar_recipe(void)
+{
+    static const struct {
+        const char *name, *optimizer;
+        float lr, wd;
+        const char *field;
+        double value;
+    } want[] = {{"simclr", "larc", 0.4f, 1e-4f, "proj-dim", 256},
+                {"moco", "sgd", 0.3f, 1e-4f, "base-momentum", 0.99},
+                {"byol", "larc", 1.0f, 1e-5f, "base-momentum", 0.99},
+                {"simsiam", "sgd", 0.5f, 1e-5f, "pred-hidden", 512},
+                {"swav", "larc", 0.6f, 1e-6f, "freeze-prototypes-epochs", 2},
+                {"dino", "larc", 0.3f, 1e-6f, "base-momentum", 0.9995},
+                {"barlow", "larc", 0.3f, 1e-4f, "proj-dim", 2048},
+                {"vicreg", "larc", 0.3f, 1e-4f, "global-scale-min", 0.2}};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        const ssl_method_field *f = NULL;
+        for (int k = 0; k < ssl_method_n_fields; k++)
+            if (!strcmp(ssl_method_fields[k].name, want[i].field)) f = &ssl_method_fields[k];
+        CHECK(f != NULL, "no field %s", want[i].field);
+        if (!f) continue;
+        for (int given = 0; given < 2; given++) {
+            ssl_train_config c;
+            char err[SSL_ERR_LEN] = "";
+            ssl_train_config_default(&c);
+            snprintf(c.method, sizeof c.method, "%s", want[i].name);
+            snprintf(c.recipe, sizeof c.recipe, "cifar");
+            if (given) { /* the user's values win over the recipe's */
+                c.lr = 0.125f;
+                ssl_method_field_set(&c.mcfg, f, 7);
+            }
+            int rc = ssl_train_config_resolve(&c, err);
+            CHECK(rc == SSL_OK, "%s --recipe cifar: %s", want[i].name, err);
+            if (rc) continue;
+            double v = ssl_method_field_get(&c.mcfg, f);
+            CHECK(!strcmp(c.optimizer, want[i].optimizer) && c.lr == (given ? 0.125f : want[i].lr) &&
+                      c.weight_decay == want[i].wd && !strcmp(c.lr_scale, "linear") &&
+                      fabs(v - (given ? 7 : want[i].value)) < 1e-6,
+                  "%s --recipe cifar%s: %s lr %g wd %g %s, --%s %g", want[i].name, given ? " (given)" : "",
+                  c.optimizer, (double)c.lr, (double)c.weight_decay, c.lr_scale, want[i].field, v);
+            /* the method reads every field the recipe sets */
+            const ssl_method_ops *ops = ssl_method_find(want[i].name);
+            ssl_method m;
+            ssl_encoder_config enc = ssl_encoder_config_resnet(18, 4, 1, SSL_STEM_SMALL);
+            ssl_rng rng;
+            ssl_rng_seed(&rng, 1);
+            if (!given) {
+                rc = ssl_method_create(&m, ops, &c.mcfg, &enc, &rng, err);
+                CHECK(rc == SSL_OK, "%s --recipe cifar: create: %s", want[i].name, err);
+                ssl_method_free(&m);
+            }
+        }
+    }
+    const char *bad[][3] = {{"rotation", "resnet18", "rotation has no CIFAR recipe"},
+                            {"dino", "vit_tiny", "is for ResNets"},
+                            {"simclr", "resnet18", "--recipe 'imagenet' unknown (paper, cifar)"}};
+    for (int i = 0; i < 3; i++) {
+        ssl_train_config c;
+        char err[SSL_ERR_LEN] = "";
+        ssl_train_config_default(&c);
+        snprintf(c.method, sizeof c.method, "%s", bad[i][0]);
+        snprintf(c.arch, sizeof c.arch, "%s", bad[i][1]);
+        snprintf(c.recipe, sizeof c.recipe, "%s", i == 2 ? "imagenet" : "cifar");
+        CHECK(ssl_train_config_resolve(&c, err) == SSL_EINVAL && strstr(err, bad[i][2]), "%s: '%s'",
+              bad[i][0], err);
+    }
+}
+
 int main(void)
 {
     test_pair_scale();
+    test_cifar_recipe();
     const char *dir = getenv("SSL_GOLDEN_DIR");
     if (!dir || !dir[0]) dir = "build/golden";
     for (const ssl_method_ops *const *ops = ssl_method_list(); *ops; ops++) {

@@ -105,6 +105,13 @@ typedef struct ssl_method_ops {
     /* The recipe when the encoder is a ViT, whose papers train it differently
      * (DINO: AdamW instead of SGD); optimizer NULL: .optim for every arch. */
     ssl_method_optim optim_vit;
+    /* --recipe cifar: solo-learn's CIFAR-10 config of the method
+     * (scripts/pretrain/cifar/<method>.yaml), the short-run recipe for small
+     * images: its optimizer (optimizer NULL: the method has none), and the
+     * hyperparameters it sets, as "name=value" pairs of ssl_method_fields
+     * names separated by spaces (a value the user gives wins). */
+    ssl_method_optim optim_cifar;
+    const char *cifar_fields;
     /* Checks cfg (clear error before any work) and fills the defaults it owns. */
     int (*validate)(ssl_method_config *cfg, char *err);
     /* The views of one image for images of c x h x w: fills augs, returns

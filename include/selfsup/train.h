@@ -35,6 +35,7 @@ typedef struct ssl_train_config {
     float drop_path;       /* --drop-path: a ViT's stochastic depth rate (0: off; ViTs only) */
     float momentum;        /* --momentum */
     float warmup_epochs;   /* --warmup-epochs */
+    char recipe[16];       /* --recipe: paper ("" too) or cifar (ops->optim_cifar, cifar_fields) */
     ssl_method_config mcfg;/* the method's hyperparameters (ssl_method_fields) */
     int threads;           /* --threads (0: all cores) */
     int workers;           /* --workers: loader threads */
@@ -60,8 +61,8 @@ void ssl_train_config_default(ssl_train_config *c);
 /* Fills what is unset from the method's recipe (ops->optim_vit for a ViT
  * when the method has one, else ops->optim) and checks option ranges. */
 int ssl_train_config_resolve(ssl_train_config *c, char *err);
-/* The recipe of ops for c's architecture: ops->optim_vit when c->arch is a
- * ViT and the method has one, else ops->optim. */
+/* The recipe of ops for c: ops->optim_cifar with --recipe cifar, else
+ * ops->optim_vit when c->arch is a ViT and the method has one, else ops->optim. */
 const ssl_method_optim *ssl_train_config_recipe(const ssl_train_config *c,
                                                 const ssl_method_ops *ops);
 /* The optimizer a resolved config trains with (ssl_pretrain's): --optimizer

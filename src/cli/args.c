@@ -133,6 +133,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         STR("--pos-embed", t->pos_embed);
         STR("--optimizer", t->optimizer);
         STR("--lr-scale", t->lr_scale);
+        STR("--recipe", t->recipe);
         STR("--out", t->out);
         STR("--resume", t->resume);
         STR("--tokenizer", t->tokenizer);

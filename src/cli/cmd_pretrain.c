@@ -38,6 +38,10 @@ static const char usage[] =
     "  --batch-size N       images per step, each seen in 2 views (default 256)\n"
     "  --optimizer NAME     lars (SimCLR's), larc (solo-learn's clipped LARS), sgd,\n"
     "                       adamw (default: the method's)\n"
+    "  --recipe NAME        paper: each method's paper recipe (default); cifar:\n"
+    "                       solo-learn's CIFAR-10 one, for small images and short\n"
+    "                       runs (ResNets; optimizer, lr, decay, heads, EMA: see the\n"
+    "                       methods below); any option given still wins\n"
     "  --lr X               base learning rate, scaled by --lr-scale\n"
     "  --lr-scale RULE      sqrt: lr x sqrt(batch) (SimCLR's rule for short runs),\n"
     "                       linear: lr x batch/256, none: lr as given\n"
@@ -84,8 +88,14 @@ static const char usage[] =
 static void print_methods(void)
 {
     printf("\nmethods (defaults):\n");
-    for (const ssl_method_ops *const *m = ssl_method_list(); *m; m++)
+    for (const ssl_method_ops *const *m = ssl_method_list(); *m; m++) {
         printf("  %-10s %s\n             %s\n", (*m)->name, (*m)->summary, (*m)->defaults);
+        const ssl_method_optim *c = &(*m)->optim_cifar;
+        if (c->optimizer)
+            printf("             --recipe cifar: %s lr %g x batch/256, wd %g, %g warm-up epochs; %s\n",
+                   c->optimizer, (double)c->lr, (double)c->weight_decay, (double)c->warmup_epochs,
+                   (*m)->cifar_fields);
+    }
     printf("\nmethod hyperparameters (unset: the method's default):\n");
     for (int i = 0; i < ssl_method_n_fields; i++) {
         char opt[48];

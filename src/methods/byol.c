@@ -126,6 +126,9 @@ const ssl_method_ops ssl_method_byol = {
     .defaults = "projector 4096-256, predictor 4096-256 (the paper's), target EMA 0.996 -> 1 (cosine), "
                 "asymmetric blur/solarize; LARS lr 0.2 x batch/256, wd 1.5e-6, 0.5 warm-up epochs",
     .optim = {"lars", 0.2f, "linear", 1.5e-6f, 0.9f, 0.5f},
+    /* solo-learn scripts/pretrain/cifar/byol.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
+    .optim_cifar = {"larc", 1.0f, "linear", 1e-5f, 0.9f, 0.5f},
+    .cifar_fields = "proj-hidden=4096 proj-dim=256 pred-hidden=4096 base-momentum=0.99",
     .validate = byol_validate,
     .views = byol_views,
     .init = byol_init,

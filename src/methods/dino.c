@@ -328,6 +328,9 @@ const ssl_method_ops ssl_method_dino = {
      * the default here (--clip-grad 3). */
     .optim = {"sgd", 0.03f, "linear", 1e-4f, 0.9f, 0.5f, 0.0f /* beta2 */, 0.0f /* wd end */,
               0.0f /* clip */, 1e-6f /* min lr */},
+    /* solo-learn scripts/pretrain/cifar/dino.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
+    .optim_cifar = {"larc", 0.3f, "linear", 1e-6f, 0.9f, 0.5f},
+    .cifar_fields = "proj-hidden=2048 bottleneck-dim=256 out-dim=4096 base-momentum=0.9995 warmup-teacher-temp=0.04 teacher-temp=0.07 warmup-teacher-temp-epochs=50",
     /* main_dino.py's argparse defaults, which train its ViTs: AdamW lr 5e-4
      * per 256 images, weight decay on a cosine from 0.04 to 0.4 (biases and
      * norms none), clip_gradients at 3.0; its 10 warm-up epochs suit 100+

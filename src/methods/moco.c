@@ -253,6 +253,9 @@ const ssl_method_ops ssl_method_moco = {
                 "bn-groups 0 = auto (up to 8 shuffle-BN groups of >= 32 images, >= 2 groups when the "
                 "batch allows); SGD lr 0.03 x batch/256, wd 1e-4, momentum 0.9, cosine, no warm-up",
     .optim = {"sgd", 0.03f, "linear", 1e-4f, 0.9f, 0.0f},
+    /* solo-learn scripts/pretrain/cifar/mocov2plus.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
+    .optim_cifar = {"sgd", 0.3f, "linear", 1e-4f, 0.9f, 0.5f},
+    .cifar_fields = "temperature=0.2 proj-hidden=2048 proj-dim=256 queue-size=32768 base-momentum=0.99",
     .validate = moco_validate,
     .views = moco_views,
     .check_batch = moco_check_batch,

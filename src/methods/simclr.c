@@ -56,6 +56,9 @@ const ssl_method_ops ssl_method_simclr = {
     .summary = "SimCLR: two views, MLP projector with BN, NT-Xent over 2N views",
     .defaults = "temperature 0.2, projector 2048-128; LARS lr 0.075 x sqrt(batch), wd 1e-6, 0.5 warm-up epochs",
     .optim = {"lars", 0.075f, "sqrt", 1e-6f, 0.9f, 0.5f},
+    /* solo-learn scripts/pretrain/cifar/simclr.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
+    .optim_cifar = {"larc", 0.4f, "linear", 1e-4f, 0.9f, 0.5f},
+    .cifar_fields = "temperature=0.2 proj-hidden=2048 proj-dim=256",
     .validate = simclr_validate,
     .views = simclr_views,
     .init = simclr_init,

@@ -96,6 +96,9 @@ const ssl_method_ops ssl_method_simsiam = {
     .defaults = "projector 2048-2048-2048 (last BN without affine), predictor 512 (the paper's); "
                 "SGD lr 0.05 x batch/256, wd 1e-4, momentum 0.9, cosine, no warm-up (no fixed predictor lr)",
     .optim = {"sgd", 0.05f, "linear", 1e-4f, 0.9f, 0.0f},
+    /* solo-learn scripts/pretrain/cifar/simsiam.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
+    .optim_cifar = {"sgd", 0.5f, "linear", 1e-5f, 0.9f, 0.5f},
+    .cifar_fields = "proj-hidden=2048 proj-dim=2048 pred-hidden=512",
     .validate = simsiam_validate,
     .views = simsiam_views,
     .init = simsiam_init,

@@ -248,6 +248,9 @@ const ssl_method_ops ssl_method_swav = {
      * wd 1e-6 (4.8 at batch 4096 in the paper); warm-up shortened to 0.5
      * epochs for our short runs. */
     .optim = {"lars", 0.6f, "linear", 1e-6f, 0.9f, 0.5f},
+    /* solo-learn scripts/pretrain/cifar/swav.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
+    .optim_cifar = {"larc", 0.6f, "linear", 1e-6f, 0.9f, 0.5f},
+    .cifar_fields = "temperature=0.1 proj-hidden=2048 proj-dim=128 prototypes=3000 freeze-prototypes-epochs=2",
     .validate = swav_validate,
     .views = swav_views,
     .check_batch = swav_check_batch,

@@ -95,6 +95,9 @@ const ssl_method_ops ssl_method_vicreg = {
                 "2048), blur 1.0/0.1 (off <= 32 px), solarize 0/0.2; LARS lr 0.2 x batch/256, "
                 "wd 1e-6, 0.5 warm-up epochs",
     .optim = {"lars", 0.2f, "linear", 1e-6f, 0.9f, 0.5f},
+    /* solo-learn scripts/pretrain/cifar/vicreg.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
+    .optim_cifar = {"larc", 0.3f, "linear", 1e-4f, 0.9f, 0.5f},
+    .cifar_fields = "proj-hidden=2048 proj-dim=2048 global-scale-min=0.2",
     .validate = vicreg_validate,
     .views = vicreg_views,
     .init = vicreg_init,

@@ -260,6 +260,7 @@ int ssl_checkpoint_read_config(const char *path, ssl_train_config *cfg, int *in_
         json_str(&j, "out", cfg->out, sizeof cfg->out);
         json_str(&j, "lr_scale", cfg->lr_scale, sizeof cfg->lr_scale);
         json_str(&j, "pos_embed", cfg->pos_embed, sizeof cfg->pos_embed);
+        json_str(&j, "recipe", cfg->recipe, sizeof cfg->recipe); /* older checkpoints: paper */
         char stem[16] = "";
         json_str(&j, "stem", stem, sizeof stem);
         cfg->stem = strcmp(stem, "imagenet") ? SSL_STEM_SMALL : SSL_STEM_IMAGENET;

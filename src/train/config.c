@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void ssl_train_config_default(ssl_train_config *c)
@@ -32,13 +33,50 @@ void ssl_train_config_default(ssl_train_config *c)
 
 const ssl_method_optim *ssl_train_config_recipe(const ssl_train_config *c, const ssl_method_ops *ops)
 {
+    if (!strcmp(c->recipe, "cifar") && ops->optim_cifar.optimizer) return &ops->optim_cifar;
     return !strncmp(c->arch, "vit", 3) && ops->optim_vit.optimizer ? &ops->optim_vit : &ops->optim;
+}
+
+/* ops->cifar_fields into c->mcfg where the user left a field unset. */
+static int apply_cifar_fields(ssl_method_config *m, const ssl_method_ops *ops, char *err)
+{
+    const char *p = ops->cifar_fields ? ops->cifar_fields : "";
+    while (*p) {
+        while (*p == ' ') p++;
+        const char *eq = strchr(p, '=');
+        if (!*p) break;
+        int i = 0;
+        for (; eq && i < ssl_method_n_fields; i++)
+            if (strlen(ssl_method_fields[i].name) == (size_t)(eq - p) &&
+                !strncmp(ssl_method_fields[i].name, p, (size_t)(eq - p)))
+                break;
+        if (!eq || i == ssl_method_n_fields) /* a bug in a method's table */
+            return ssl_fail(err, SSL_EINVAL, "%s: malformed cifar_fields at '%s'", ops->name, p);
+        char *end;
+        double v = strtod(eq + 1, &end);
+        if (ssl_method_field_get(m, &ssl_method_fields[i]) == SSL_UNSET)
+            ssl_method_field_set(m, &ssl_method_fields[i], v);
+        p = end;
+    }
+    return SSL_OK;
 }
 
 int ssl_train_config_resolve(ssl_train_config *c, char *err)
 {
     const ssl_method_ops *ops = ssl_method_find(c->method);
     if (!ops) return ssl_fail(err, SSL_EINVAL, "--method '%s' unknown", c->method);
+    if (c->recipe[0] && strcmp(c->recipe, "paper") && strcmp(c->recipe, "cifar"))
+        return ssl_fail(err, SSL_EINVAL, "--recipe '%s' unknown (paper, cifar)", c->recipe);
+    if (!strcmp(c->recipe, "cifar")) {
+        if (!ops->optim_cifar.optimizer)
+            return ssl_fail(err, SSL_EINVAL, "--recipe cifar: %s has no CIFAR recipe (solo-learn's: simclr, "
+                            "moco, byol, simsiam, swav, dino, barlow, vicreg)", c->method);
+        if (!strncmp(c->arch, "vit", 3))
+            return ssl_fail(err, SSL_EINVAL, "--recipe cifar is for ResNets (solo-learn's CIFAR configs), not %s",
+                            c->arch);
+        int rc = apply_cifar_fields(&c->mcfg, ops, err);
+        if (rc) return rc;
+    }
     const ssl_method_optim *o = ssl_train_config_recipe(c, ops);
     if (!c->optimizer[0]) snprintf(c->optimizer, sizeof c->optimizer, "%s", o->optimizer);
     if (!c->lr_scale[0]) snprintf(c->lr_scale, sizeof c->lr_scale, "%s", o->lr_scale);
@@ -85,6 +123,8 @@ void ssl_train_config_json(const ssl_train_config *c, FILE *f)
     ssl_json_write_string(f, c->pos_embed);
     fprintf(f, ",\"lr_scale\":");
     ssl_json_write_string(f, c->lr_scale);
+    fprintf(f, ",\"recipe\":");
+    ssl_json_write_string(f, c->recipe[0] ? c->recipe : "paper");
     fprintf(f, ",\"lr\":%.9g,\"weight_decay\":%.9g,\"weight_decay_end\":%.9g,\"clip_grad\":%.9g"
                ",\"min_lr\":%.9g,\"drop_path\":%.9g"
                ",\"momentum\":%.9g,\"warmup_epochs\":%.9g,\"threads\":%d,\"seed\":%" PRIu64,
