@@ -321,6 +321,16 @@ if expect_ok $SELFSUP pretrain "${SMALL[@]}" --method byol --recipe cifar --step
         ok || bad "--recipe cifar: resumed run differs from the uninterrupted one, or the checkpoint does not hold the recipe"
 fi
 expect_fail 1 "--optimizer 'lamb' unknown (lars, larc, sgd, adamw)" -- $SELFSUP pretrain "${SMALL[@]}" --optimizer lamb --steps 1
+# Barlow Twins' --scale-loss multiplies the loss (same first batch, same weights)
+if expect_ok $SELFSUP pretrain "${SMALL[@]}" --method barlow --steps 1 --log-every 1 --no-eval --out "$T/bt_s1" &&
+    expect_ok $SELFSUP pretrain "${SMALL[@]}" --method barlow --scale-loss 0.25 --steps 1 --log-every 1 --no-eval --out "$T/bt_s4"; then
+    $PY - "$T/bt_s1/log.jsonl" "$T/bt_s4/log.jsonl" <<'EOF' && ok || bad "--scale-loss 0.25 does not scale Barlow Twins' loss"
+import json, sys
+a, b = ([r["loss"] for r in map(json.loads, open(p)) if "loss" in r][0] for p in sys.argv[1:])
+assert abs(b - 0.25 * a) <= 1e-5 * abs(a), (a, b)
+EOF
+fi
+expect_fail 1 "--scale-loss must be a finite number > 0" -- $SELFSUP pretrain "${SMALL[@]}" --method barlow --scale-loss 0 --steps 1
 expect_fail 1 "--recipe 'imagenet' unknown (paper, cifar)" -- $SELFSUP pretrain "${SMALL[@]}" --recipe imagenet --steps 1
 expect_fail 1 "--recipe cifar: rotation has no CIFAR recipe" -- $SELFSUP pretrain "${PRETEXT_SMALL[@]}" --method rotation --recipe cifar --steps 1
 

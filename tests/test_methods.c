@@ -246,7 +246,7 @@ static void test_cifar_recipe(void)
                 {"simsiam", "sgd", 0.5f, 1e-5f, "pred-hidden", 512},
                 {"swav", "larc", 0.6f, 1e-6f, "freeze-prototypes-epochs", 2},
                 {"dino", "larc", 0.3f, 1e-6f, "base-momentum", 0.9995},
-                {"barlow", "larc", 0.3f, 1e-4f, "proj-dim", 2048},
+                {"barlow", "larc", 0.3f, 1e-4f, "scale-loss", 0.1},
                 {"vicreg", "larc", 0.3f, 1e-4f, "global-scale-min", 0.2}};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
         const ssl_method_field *f = NULL;

@@ -40,6 +40,7 @@ typedef struct ssl_method_config {
     float center_momentum;            /* DINO */
     float freeze_last_layer_epochs;   /* DINO: last layer fixed this long */
     float lambda;         /* Barlow Twins off-diagonal weight */
+    float scale_loss;     /* Barlow Twins loss multiplier (solo-learn's scale_loss; 1 = the paper) */
     float sim_coeff, std_coeff, cov_coeff; /* VICReg weights */
     int global_crops;     /* views at full size (multi-crop) */
     int local_crops;      /* small views (multi-crop methods) */

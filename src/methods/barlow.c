@@ -17,6 +17,10 @@ static int barlow_validate(ssl_method_config *cfg, char *err)
      * Projector: the official 8192-8192-8192 would be 130M parameters on our
      * 128-d features; solo-learn's CIFAR config uses 2048-2048-2048. */
     if (cfg->lambda == SSL_UNSET) cfg->lambda = 0.0051f;
+    if (cfg->scale_loss == SSL_UNSET) cfg->scale_loss = 1.0f;
+    if (!(cfg->scale_loss > 0) || !isfinite(cfg->scale_loss))
+        return ssl_fail(err, SSL_EINVAL, "--scale-loss must be a finite number > 0 (got %g)",
+                        cfg->scale_loss);
     if (cfg->proj_hidden == SSL_UNSET) cfg->proj_hidden = 2048;
     if (cfg->proj_dim == SSL_UNSET) cfg->proj_dim = 2048;
     if (!(cfg->lambda >= 0) || !isfinite(cfg->lambda))
@@ -64,7 +68,9 @@ static ssl_tensor *barlow_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *v
      * BN statistics are per view, and running statistics update twice. */
     ssl_tensor *z1 = barlow_branch(m, g, views[0]);
     ssl_tensor *z2 = barlow_branch(m, g, views[1]);
-    return ssl_op_barlow(g, z1, z2, m->cfg.lambda);
+    ssl_tensor *loss = ssl_op_barlow(g, z1, z2, m->cfg.lambda);
+    /* solo-learn's scale_loss (its CIFAR recipe: 0.1); 1 leaves the paper's loss as is */
+    return loss && m->cfg.scale_loss != 1.0f ? ssl_op_scale(g, loss, m->cfg.scale_loss) : loss;
 }
 
 static void barlow_free(ssl_method *m) { ssl_free(m->state_ptr); }
@@ -79,7 +85,7 @@ const ssl_method_ops ssl_method_barlow = {
     .optim = {"lars", 0.2f, "linear", 1.5e-6f, 0.9f, 0.5f},
     /* solo-learn scripts/pretrain/cifar/barlow.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
     .optim_cifar = {"larc", 0.3f, "linear", 1e-4f, 0.9f, 0.5f},
-    .cifar_fields = "lambda=0.0051 proj-hidden=2048 proj-dim=2048",
+    .cifar_fields = "lambda=0.0051 scale-loss=0.1 proj-hidden=2048 proj-dim=2048",
     .validate = barlow_validate,
     .views = barlow_views,
     .init = barlow_init,

@@ -42,6 +42,7 @@ const ssl_method_field ssl_method_fields[] = {
     F("center-momentum", center_momentum, "DINO teacher center momentum"),
     F("freeze-last-layer-epochs", freeze_last_layer_epochs, "DINO: last layer fixed this long"),
     F("lambda", lambda, "Barlow Twins off-diagonal weight"),
+    F("scale-loss", scale_loss, "Barlow Twins: loss multiplier (solo-learn's scale_loss; 1: the paper's)"),
     F("sim-coeff", sim_coeff, "VICReg invariance weight"),
     F("std-coeff", std_coeff, "VICReg variance weight"),
     F("cov-coeff", cov_coeff, "VICReg covariance weight"),
