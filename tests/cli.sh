@@ -320,6 +320,16 @@ if expect_ok $SELFSUP pretrain "${SMALL[@]}" --method byol --recipe cifar --step
         $PY -c 'import json, struct, sys; b = open(sys.argv[1], "rb").read(); m = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]; c = json.loads(m["config"]); assert c["optimizer"] == "larc" and c["recipe"] == "cifar" and c["lr"] == 1 and abs(c["base_momentum"] - 0.99) < 1e-6, c' "$T/larc_full/last.safetensors" &&
         ok || bad "--recipe cifar: resumed run differs from the uninterrupted one, or the checkpoint does not hold the recipe"
 fi
+# MoCo's key encoder on a cosine ramp (--final-momentum): a resume continues
+# exactly (the momentum is a function of the step)
+if expect_ok $SELFSUP pretrain "${SMALL[@]}" --method moco --base-momentum 0.9 --final-momentum 0.99 --steps 6 --no-eval --out "$T/mf_full" &&
+    expect_ok $SELFSUP pretrain "${SMALL[@]}" --method moco --base-momentum 0.9 --final-momentum 0.99 --steps 6 --stop-after 3 --no-eval --out "$T/mf_part" &&
+    expect_ok $SELFSUP pretrain --resume "$T/mf_part/last.safetensors" --threads 2 --quiet --no-eval; then
+    $PY tests/same_checkpoint.py "$T/mf_full/last.safetensors" "$T/mf_part/last.safetensors" step=6 &&
+        ok || bad "moco --final-momentum: resumed run differs from the uninterrupted one"
+fi
+expect_fail 1 "--base-momentum and --final-momentum must be in [0, 1] (got 0.999, 1.5)" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --final-momentum 1.5 --steps 1
+expect_fail 1 "final-momentum" -- $SELFSUP pretrain "${SMALL[@]}" --method simclr --final-momentum 0.99 --steps 1
 expect_fail 1 "--optimizer 'lamb' unknown (lars, larc, sgd, adamw)" -- $SELFSUP pretrain "${SMALL[@]}" --optimizer lamb --steps 1
 # Barlow Twins' --scale-loss multiplies the loss (same first batch, same weights)
 if expect_ok $SELFSUP pretrain "${SMALL[@]}" --method barlow --steps 1 --log-every 1 --no-eval --out "$T/bt_s1" &&

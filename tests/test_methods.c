@@ -327,5 +327,22 @@ int main(void)
         printf("%-10s %s\n", (*ops)->name, check_failed_ == before ? "matches PyTorch" : "MISMATCH");
         ssl_st_free(&f);
     }
+    /* Second goldens of a method: other settings of the same code. */
+    static const char *const variants[][2] = {
+        {"moco_final", "moco"}, /* --final-momentum: the cosine key-encoder ramp */
+    };
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) {
+        char path[1024], err[SSL_ERR_LEN];
+        snprintf(path, sizeof path, "%s/method_%s.safetensors", dir, variants[i][0]);
+        ssl_st_file f;
+        if (ssl_st_load(&f, path, err) != SSL_OK) {
+            CHECK(0, "golden %s missing: %s", variants[i][0], err);
+            continue;
+        }
+        int before = check_failed_;
+        replay(&f, variants[i][1]);
+        printf("%-10s %s\n", variants[i][0], check_failed_ == before ? "matches PyTorch" : "MISMATCH");
+        ssl_st_free(&f);
+    }
     return check_report("test_methods");
 }

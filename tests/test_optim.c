@@ -477,6 +477,16 @@ static void test_schedules(void)
     CHECK(ssl_momentum_cosine(1000, 1000, 0.996f) == 1.0f, "momentum end");
     CHECK(ssl_momentum_cosine(2000, 1000, 0.996f) == 1.0f, "momentum after end");
     CHECK(ssl_momentum_cosine(5, 0, 0.99f) == 0.99f, "momentum total 0");
+    /* solo-learn's MoCo v2+ ramp 0.99 -> 0.999; final == base is a constant */
+    CHECK(fabsf(ssl_momentum_cosine_to(0, 1000, 0.99f, 0.999f) - 0.99f) < 1e-7f, "ramp start");
+    CHECK(fabsf(ssl_momentum_cosine_to(250, 1000, 0.99f, 0.999f) -
+                (float)(0.999 - 0.009 * (cos(acos(-1.0) / 4) + 1) / 2)) < 1e-7f, "ramp quarter");
+    CHECK(fabsf(ssl_momentum_cosine_to(1000, 1000, 0.99f, 0.999f) - 0.999f) < 1e-7f, "ramp end");
+    int constant = 1;
+    for (int k = 0; k <= 1000; k += 7) constant &= ssl_momentum_cosine_to(k, 1000, 0.999f, 0.999f) == 0.999f;
+    CHECK(constant, "final == base is a constant momentum");
+    CHECK(ssl_momentum_cosine_to(300, 1000, 0.996f, 1.0f) == ssl_momentum_cosine(300, 1000, 0.996f),
+          "ramp to 1 is ssl_momentum_cosine");
 }
 
 static void test_ema(void)

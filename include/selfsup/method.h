@@ -26,6 +26,7 @@ typedef struct ssl_method_config {
     int proj_dim;         /* projector output width */
     int pred_hidden;      /* predictor hidden width (BYOL, SimSiam) */
     float base_momentum;  /* teacher EMA momentum, at step 0 when it follows a cosine */
+    float final_momentum; /* teacher EMA momentum at the last step (cosine from base_momentum) */
     int queue_size;       /* MoCo negatives; SwAV feature queue (0: none) */
     int bn_groups;        /* MoCo single-process shuffle-BN: BN sub-batches */
     int prototypes;       /* SwAV prototypes */
@@ -255,6 +256,11 @@ int ssl_method_views_byol(const ssl_method_config *cfg, int c, int h, int w, ssl
  * [global_scale_min, 1]. Fills global_scale_min with the paper's value when
  * unset and checks it is in (0, 1] (for validate()). */
 int ssl_method_check_pair_scale(ssl_method_config *c, float paper, char *err);
+/* Fills base_momentum (unset: base) and final_momentum (unset: final, or
+ * the base when final < 0: a constant momentum, MoCo's) and checks both
+ * are in [0, 1]. The EMA after step k then uses
+ * ssl_momentum_cosine_to(k, total_steps, base, final). */
+int ssl_method_check_momentum(ssl_method_config *c, float base, float final, char *err);
 /* Sets both views' smallest crop area to cfg->global_scale_min when it is
  * filled (> 0); returns 2. */
 int ssl_method_views_pair_scale(const ssl_method_config *cfg, ssl_aug *augs);

@@ -91,6 +91,10 @@ float ssl_lr_scale_sqrt(float base_lr, int64_t batch);
 /* Cosine ramp of a teacher momentum from base to 1 (BYOL, DINO):
  * tau = 1 - (1 - base) * (cos(pi * step / total) + 1) / 2, step clamped to [0, total]. */
 float ssl_momentum_cosine(int64_t step, int64_t total_steps, float base);
+/* The same ramp from base to final (solo-learn's MomentumUpdater):
+ * final - (final - base) * (cos(pi * step / total) + 1) / 2; final == base
+ * gives base exactly (a constant momentum). */
+float ssl_momentum_cosine_to(int64_t step, int64_t total_steps, float base, float final);
 /* Cosine schedule of the weight decay from base (step 0) to final (step
  * total_steps): final + (base - final) * (1 + cos(pi * step / total)) / 2,
  * step clamped to [0, total]. DINO's utils.cosine_scheduler(base, final,

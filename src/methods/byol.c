@@ -11,7 +11,7 @@
  * Target update after step k (0-based, m->step during after_step), with
  * the online weights the optimizer just produced, as the official
  * _update_fn: target = tau_k target + (1 - tau_k) online,
- * tau_k = ssl_momentum_cosine(k, total_steps, base_momentum)
+ * tau_k = ssl_momentum_cosine_to(k, total_steps, base_momentum, final_momentum = 1)
  *       = 1 - (1 - base) (cos(pi k / total) + 1) / 2. Parameters only: the
  * target's BN running statistics follow its own forward passes (the
  * official target_state). The target starts as a copy of the online
@@ -37,11 +37,9 @@ static int byol_validate(ssl_method_config *cfg, char *err)
     if (cfg->proj_hidden == SSL_UNSET) cfg->proj_hidden = 4096;
     if (cfg->proj_dim == SSL_UNSET) cfg->proj_dim = 256;
     if (cfg->pred_hidden == SSL_UNSET) cfg->pred_hidden = 4096;
-    if (cfg->base_momentum == SSL_UNSET) cfg->base_momentum = 0.996f;
     if (cfg->proj_hidden < 1 || cfg->proj_dim < 1 || cfg->pred_hidden < 1)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden, --proj-dim and --pred-hidden must be >= 1");
-    if (!(cfg->base_momentum >= 0 && cfg->base_momentum <= 1))
-        return ssl_fail(err, SSL_EINVAL, "--base-momentum must be in [0, 1] (got %g)", cfg->base_momentum);
+    if (ssl_method_check_momentum(cfg, 0.996f, 1.0f, err)) return SSL_EINVAL; /* tau 0.996 -> 1 */
     return ssl_method_check_pair_scale(cfg, 0.08f, err); /* the paper's crop area [0.08, 1] */
 }
 
@@ -106,7 +104,7 @@ static ssl_tensor *byol_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vie
 static void byol_after_step(ssl_method *m)
 {
     byol_state *s = m->state_ptr;
-    float tau = ssl_momentum_cosine(m->step, m->total_steps, m->cfg.base_momentum);
+    float tau = ssl_momentum_cosine_to(m->step, m->total_steps, m->cfg.base_momentum, m->cfg.final_momentum);
     ssl_registry_ema(s->target_enc.reg, m->encoder.reg, tau);
     ssl_registry_ema(&s->target_reg, &m->heads, tau); /* the projector: first in m->heads */
 }

@@ -108,6 +108,16 @@ int ssl_method_check_pair_scale(ssl_method_config *c, float paper, char *err)
     return SSL_OK;
 }
 
+int ssl_method_check_momentum(ssl_method_config *c, float base, float final, char *err)
+{
+    if (c->base_momentum == SSL_UNSET) c->base_momentum = base;
+    if (c->final_momentum == SSL_UNSET) c->final_momentum = final < 0 ? c->base_momentum : final;
+    if (!(c->base_momentum >= 0 && c->base_momentum <= 1) || !(c->final_momentum >= 0 && c->final_momentum <= 1))
+        return ssl_fail(err, SSL_EINVAL, "--base-momentum and --final-momentum must be in [0, 1] (got %g, %g)",
+                        c->base_momentum, c->final_momentum);
+    return SSL_OK;
+}
+
 int ssl_method_views_pair_scale(const ssl_method_config *cfg, ssl_aug *augs)
 {
     if (cfg->global_scale_min > 0) augs[0].crop_scale_min = augs[1].crop_scale_min = cfg->global_scale_min;

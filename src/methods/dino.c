@@ -45,7 +45,6 @@ static int dino_validate(ssl_method_config *c, char *err)
     if (c->proj_hidden == SSL_UNSET) c->proj_hidden = 2048;
     if (c->bottleneck_dim == SSL_UNSET) c->bottleneck_dim = 256;
     if (c->out_dim == SSL_UNSET) c->out_dim = 4096;
-    if (c->base_momentum == SSL_UNSET) c->base_momentum = 0.996f;
     if (c->teacher_temp == SSL_UNSET) c->teacher_temp = 0.04f;
     if (c->warmup_teacher_temp == SSL_UNSET) c->warmup_teacher_temp = 0.04f;
     if (c->warmup_teacher_temp_epochs == SSL_UNSET) c->warmup_teacher_temp_epochs = 0;
@@ -67,8 +66,7 @@ static int dino_validate(ssl_method_config *c, char *err)
                         c->warmup_teacher_temp_epochs);
     if (c->proj_hidden < 1 || c->bottleneck_dim < 1 || c->out_dim < 1)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden, --bottleneck-dim and --out-dim must be >= 1");
-    if (c->base_momentum > 1)
-        return ssl_fail(err, SSL_EINVAL, "--base-momentum must be in [0, 1] (got %g)", c->base_momentum);
+    if (ssl_method_check_momentum(c, 0.996f, 1.0f, err)) return SSL_EINVAL;
     if (c->center_momentum > 1)
         return ssl_fail(err, SSL_EINVAL, "--center-momentum must be in [0, 1] (got %g)", c->center_momentum);
     /* the teacher sees images[:2] and its output is chunked in two */
@@ -281,7 +279,7 @@ static void dino_after_step(ssl_method *m)
     const ssl_method_config *c = &m->cfg;
     /* main_dino.py: after the optimizer step of iteration it, the teacher
      * takes momentum_schedule[it] = cosine from base_momentum to 1. */
-    float tau = ssl_momentum_cosine(m->step, m->total_steps, c->base_momentum);
+    float tau = ssl_momentum_cosine_to(m->step, m->total_steps, c->base_momentum, c->final_momentum);
     ssl_registry_ema(s->teacher_enc.reg, m->encoder.reg, tau);
     ssl_registry_ema(&s->teacher_head, &m->heads, tau);
     /* DINOLoss.update_center: EMA of the mean teacher output of this step */

@@ -25,6 +25,7 @@
  * running statistics are not averaged (parameters only, as the official
  * zip over parameters()); they follow its own forward passes. */
 #include "selfsup/method.h"
+#include "selfsup/optim.h"
 
 #include <math.h>
 #include <string.h>
@@ -67,15 +68,15 @@ static int moco_validate(ssl_method_config *cfg, char *err)
     if (cfg->temperature == SSL_UNSET) cfg->temperature = 0.2f; /* v2 (v1: 0.07) */
     if (cfg->proj_hidden == SSL_UNSET) cfg->proj_hidden = 2048;
     if (cfg->proj_dim == SSL_UNSET) cfg->proj_dim = 128;
-    if (cfg->base_momentum == SSL_UNSET) cfg->base_momentum = 0.999f;
     if (cfg->queue_size == SSL_UNSET) cfg->queue_size = 65536;
     if (cfg->bn_groups == SSL_UNSET) cfg->bn_groups = 0;
     if (!(cfg->temperature > 0))
         return ssl_fail(err, SSL_EINVAL, "--temperature must be > 0 (got %g)", cfg->temperature);
     if (cfg->proj_hidden < 1 || cfg->proj_dim < 1)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden and --proj-dim must be >= 1");
-    if (!(cfg->base_momentum >= 0 && cfg->base_momentum <= 1))
-        return ssl_fail(err, SSL_EINVAL, "--base-momentum must be in [0, 1] (got %g)", cfg->base_momentum);
+    /* The paper's m = 0.999 is constant; --final-momentum makes it a cosine
+     * ramp (solo-learn's MoCo v2+: 0.99 -> 0.999). */
+    if (ssl_method_check_momentum(cfg, 0.999f, -1.0f, err)) return SSL_EINVAL;
     if (cfg->queue_size < 1)
         return ssl_fail(err, SSL_EINVAL, "--queue-size must be >= 1 for moco (got %d)", cfg->queue_size);
     return ssl_method_check_pair_scale(cfg, 0.2f, err); /* the paper's crop area [0.2, 1] */
@@ -221,7 +222,7 @@ static ssl_tensor *moco_loss(ssl_method *m, ssl_graph *g, ssl_tensor *const *vie
 static void moco_after_step(ssl_method *m)
 {
     moco_state *s = m->state_ptr;
-    float mom = m->cfg.base_momentum; /* constant: MoCo has no momentum schedule */
+    float mom = ssl_momentum_cosine_to(m->step, m->total_steps, m->cfg.base_momentum, m->cfg.final_momentum);
     ssl_registry_ema(s->key_enc.reg, m->encoder.reg, mom);
     ssl_registry_ema(&s->key_reg, &m->heads, mom);
     if (!s->keys) return;
@@ -249,13 +250,13 @@ static void moco_free(ssl_method *m)
 const ssl_method_ops ssl_method_moco = {
     .name = "moco",
     .summary = "MoCo v2: momentum key encoder, queue of negative keys, InfoNCE; single-process shuffle-BN",
-    .defaults = "temperature 0.2, projector 2048-128 (no BN), key EMA 0.999 (constant), queue 65536, "
-                "bn-groups 0 = auto (up to 8 shuffle-BN groups of >= 32 images, >= 2 groups when the "
-                "batch allows); SGD lr 0.03 x batch/256, wd 1e-4, momentum 0.9, cosine, no warm-up",
+    .defaults = "temperature 0.2, projector 2048-128 (no BN), key EMA 0.999 (constant; a cosine to "
+                "--final-momentum when that is set), queue 65536, bn-groups 0 = auto (up to 8 "
+                "shuffle-BN groups of >= 32 images, >= 2 groups when the batch allows); SGD lr 0.03 x batch/256, wd 1e-4, momentum 0.9, cosine, no warm-up",
     .optim = {"sgd", 0.03f, "linear", 1e-4f, 0.9f, 0.0f},
     /* solo-learn scripts/pretrain/cifar/mocov2plus.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
     .optim_cifar = {"sgd", 0.3f, "linear", 1e-4f, 0.9f, 0.5f},
-    .cifar_fields = "temperature=0.2 proj-hidden=2048 proj-dim=256 queue-size=32768 base-momentum=0.99",
+    .cifar_fields = "temperature=0.2 proj-hidden=2048 proj-dim=256 queue-size=32768 base-momentum=0.99 final-momentum=0.999",
     .validate = moco_validate,
     .views = moco_views,
     .check_batch = moco_check_batch,

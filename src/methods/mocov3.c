@@ -68,14 +68,12 @@ static int mocov3_validate(ssl_method_config *cfg, char *err)
     if (cfg->proj_hidden == SSL_UNSET) cfg->proj_hidden = 2048;
     if (cfg->proj_dim == SSL_UNSET) cfg->proj_dim = 128;
     if (cfg->pred_hidden == SSL_UNSET) cfg->pred_hidden = 2048;
-    if (cfg->base_momentum == SSL_UNSET) cfg->base_momentum = 0.99f;
     if (cfg->freeze_patch_embed == SSL_UNSET) cfg->freeze_patch_embed = 1;
     if (!(cfg->temperature > 0))
         return ssl_fail(err, SSL_EINVAL, "--temperature must be > 0 (got %g)", cfg->temperature);
     if (cfg->proj_hidden < 1 || cfg->proj_dim < 1 || cfg->pred_hidden < 1)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden, --proj-dim and --pred-hidden must be >= 1");
-    if (!(cfg->base_momentum >= 0 && cfg->base_momentum <= 1))
-        return ssl_fail(err, SSL_EINVAL, "--base-momentum must be in [0, 1] (got %g)", cfg->base_momentum);
+    if (ssl_method_check_momentum(cfg, 0.99f, 1.0f, err)) return SSL_EINVAL;
     if (cfg->freeze_patch_embed > 1)
         return ssl_fail(err, SSL_EINVAL, "--freeze-patch-embed must be 0 or 1 (got %d)",
                         cfg->freeze_patch_embed);
@@ -249,7 +247,7 @@ static void mocov3_after_step(ssl_method *m)
 {
     mocov3_state *s = m->state_ptr;
     /* the update step m->step + 1's forward starts with (see the top) */
-    float mom = ssl_momentum_cosine(m->step + 1, m->total_steps, m->cfg.base_momentum);
+    float mom = ssl_momentum_cosine_to(m->step + 1, m->total_steps, m->cfg.base_momentum, m->cfg.final_momentum);
     ssl_registry_ema(s->mom_enc.reg, m->encoder.reg, mom);
     ssl_registry_ema(&s->mom_reg, &m->heads, mom); /* the projector: first in m->heads */
 }

@@ -28,6 +28,7 @@ const ssl_method_field ssl_method_fields[] = {
     I("proj-dim", proj_dim, "projector output width"),
     I("pred-hidden", pred_hidden, "predictor hidden width (BYOL, SimSiam)"),
     F("base-momentum", base_momentum, "teacher / key encoder EMA momentum (at step 0 when cosine)"),
+    F("final-momentum", final_momentum, "EMA momentum at the last step, cosine from base-momentum (MoCo: unset = constant)"),
     I("queue-size", queue_size, "MoCo negatives; SwAV feature queue (0: none)"),
     I("bn-groups", bn_groups, "MoCo: BN sub-batches for single-process shuffle-BN"),
     I("prototypes", prototypes, "SwAV prototypes"),

@@ -30,13 +30,18 @@ float ssl_lr_scale_sqrt(float base_lr, int64_t batch)
     return (float)((double)base_lr * sqrt((double)(batch > 0 ? batch : 0)));
 }
 
-float ssl_momentum_cosine(int64_t step, int64_t total_steps, float base)
+float ssl_momentum_cosine_to(int64_t step, int64_t total_steps, float base, float final)
 {
     if (total_steps <= 0) return base;
     if (step < 0) step = 0;
     if (step > total_steps) step = total_steps;
     double c = cos(PI * (double)step / (double)total_steps);
-    return (float)(1.0 - (1.0 - (double)base) * (c + 1.0) * 0.5);
+    return (float)((double)final - ((double)final - (double)base) * (c + 1.0) * 0.5);
+}
+
+float ssl_momentum_cosine(int64_t step, int64_t total_steps, float base)
+{
+    return ssl_momentum_cosine_to(step, total_steps, base, 1.0f);
 }
 
 void ssl_ema_update(float *target, const float *online, int64_t n, float m)

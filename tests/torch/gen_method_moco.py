@@ -13,11 +13,16 @@ The queue holds K = 16 keys for B = 8 and starts at queue_ptr 8, so the
 three steps write rows 8, 0 and 8 again (the ring wraps and the oldest keys
 are overwritten) while the loss reads the keys enqueued before. The
 metadata's total_steps is 4, so a cosine momentum schedule (which MoCo does
-not have) would be caught.
+not have) would be caught. A second golden, method_moco_final.safetensors,
+sets final_momentum: the key encoder's momentum then follows solo-learn's
+MomentumUpdater (its MoCo v2+ recipe), a cosine from base to final over
+total_steps, tau_k = final - (final - base) * (cos(pi k / total) + 1) / 2
+at the end of step k.
 
 Usage: /usr/bin/python3 tests/torch/gen_method_moco.py OUTDIR
 """
 import copy
+import math
 import os
 import sys
 
@@ -28,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from method_golden import FEAT, Golden, encoder, f64, mlp, prepare, views  # noqa: E402
 from selfsup_rng import derive  # noqa: E402
 
-T, HIDDEN, DIM, B, K, G, M, STEPS = 0.2, 24, 16, 8, 16, 2, 0.9, 3
+T, HIDDEN, DIM, B, K, G, M, STEPS, TOTAL = 0.2, 24, 16, 8, 16, 2, 0.9, 3, 4
+M_FINAL = 0.99  # the second golden's final_momentum
 PTR0 = 8
 SHUFFLE_SEED = 0x6D6F636F
 
@@ -49,12 +55,20 @@ def grouped(enc, x):
 
 
 @torch.no_grad()
-def momentum_update(key, query):
+def momentum_update(key, query, m):
     for pk, pq in zip(key.parameters(), query.parameters()):
-        pk.data = pk.data * M + pq.data * (1.0 - M)
+        pk.data = pk.data * m + pq.data * (1.0 - m)
 
 
-def main():
+def tau(k, final):
+    """The momentum of step k's update: constant M (the paper), or
+    solo-learn's cosine from M to final."""
+    if final is None:
+        return M
+    return final - (final - M) * (math.cos(math.pi * k / TOTAL) + 1) / 2
+
+
+def build(outdir, final=None):
     gen = torch.Generator().manual_seed(23)
     torch.manual_seed(23)
     enc_q = prepare(encoder(), gen)
@@ -70,7 +84,9 @@ def main():
 
     cfg = {"temperature": T, "proj_hidden": HIDDEN, "proj_dim": DIM, "base_momentum": M,
            "queue_size": K, "bn_groups": G}
-    g = Golden("moco", cfg, STEPS, lr=0.1, total_steps=4)
+    if final is not None:
+        cfg["final_momentum"] = final
+    g = Golden("moco", cfg, STEPS, lr=0.1, total_steps=TOTAL)
     g.state("", enc_q)
     g.state("projector.", head_q)
     g.state("teacher.", enc_k)
@@ -102,15 +118,16 @@ def main():
         # the weights step k produced; at step 0 it is the identity (the key
         # encoder is a copy), so applying it at the end of each step is the
         # same sequence, and the state after step k is what selfsup keeps.
-        momentum_update(enc_k, enc_q)
-        momentum_update(head_k, head_q)
+        momentum_update(enc_k, enc_q, tau(k, final))
+        momentum_update(head_k, head_q, tau(k, final))
         g.after(k, "", enc_q)
         g.after(k, "projector.", head_q)
         g.after(k, "teacher.", enc_k)
         g.after(k, "teacher.projector.", head_k)
         g.tensor("step%d.after.queue" % k, queue.t().contiguous())
-    g.save(sys.argv[1])
+    g.save(outdir, None if final is None else "moco_final")
 
 
 if __name__ == "__main__":
-    main()
+    build(sys.argv[1])
+    build(sys.argv[1], M_FINAL)

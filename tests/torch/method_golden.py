@@ -112,9 +112,10 @@ class Golden:
             if not name.endswith("num_batches_tracked"):
                 self.t["step%d.after.%s%s" % (k, prefix, name)] = b.detach().clone()
 
-    def save(self, outdir):
+    def save(self, outdir, name=None):
+        """Writes method_<name>.safetensors (name: the method's by default)."""
         os.makedirs(outdir, exist_ok=True)
-        save(os.path.join(outdir, "method_%s.safetensors" % self.meta["method"]), self.t, self.meta)
+        save(os.path.join(outdir, "method_%s.safetensors" % (name or self.meta["method"])), self.t, self.meta)
 
 
 def prepare(module, gen):
