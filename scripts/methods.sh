@@ -5,8 +5,11 @@
 #   runs/methods/results.md     the table (also printed)
 #   runs/methods/<method>.json  each run's `selfsup pretrain --json` result
 # Environment: EPOCHS (default 2), METHODS (default: all), WIDTH (16),
-# BATCH (256), OUT (runs/methods), THREADS (0 = all cores). Extra arguments
-# go to every `selfsup pretrain`.
+# BATCH (256), OUT (runs/methods), THREADS (0 = all cores), TABLE_ONLY (1:
+# train nothing, rebuild the table from OUT's <method>.json files, e.g. after
+# runs of a few METHODS each, in different sessions; the baselines come from
+# the first listed method whose run had them). Extra arguments go to every
+# `selfsup pretrain`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-2}
@@ -14,11 +17,13 @@ WIDTH=${WIDTH:-16}
 BATCH=${BATCH:-256}
 OUT=${OUT:-runs/methods}
 THREADS=${THREADS:-0}
+TABLE_ONLY=${TABLE_ONLY:-0}
 make -s -j"$(nproc)" build/selfsup
 METHODS=${METHODS:-$(./build/selfsup pretrain --help | awk '/^methods/{on=1; next} on && /^  [a-z]/{print $1} /^$/{if (on) exit}')}
 mkdir -p "$OUT"
 first=1
-for m in $METHODS; do
+[ "$TABLE_ONLY" = 1 ] && METHODS_RUN="" || METHODS_RUN=$METHODS
+for m in $METHODS_RUN; do
     extra=()
     if [ $first = 1 ]; then extra=(--baselines); first=0; fi # raw pixels and random init, once
     echo "== $m: $EPOCHS epochs, ResNet-18 w$WIDTH, batch $BATCH" >&2
@@ -38,7 +43,8 @@ for m in methods:
         continue
     r = json.load(open(p))
     e = r["eval"]
-    base = base or e
+    if base is None and "raw" in e:
+        base = e
     enc = e["encoder"]
     rss = "%.0f" % r["peak_rss_mb"]  # peak RSS of the process at the end of pretraining
     # collapsed: the features span fewer than 2 effective dimensions (RankMe)
