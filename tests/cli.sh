@@ -328,7 +328,7 @@ if expect_ok $SELFSUP pretrain "${SMALL[@]}" --method moco --base-momentum 0.9 -
     $PY tests/same_checkpoint.py "$T/mf_full/last.safetensors" "$T/mf_part/last.safetensors" step=6 &&
         ok || bad "moco --final-momentum: resumed run differs from the uninterrupted one"
 fi
-expect_fail 1 "--base-momentum and --final-momentum must be in [0, 1] (got 0.999, 1.5)" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --final-momentum 1.5 --steps 1
+expect_fail 1 "--base-momentum and --final-momentum must be in .0, 1. (got 0.999, 1.5)" -- $SELFSUP pretrain "${SMALL[@]}" --method moco --final-momentum 1.5 --steps 1
 expect_fail 1 "final-momentum" -- $SELFSUP pretrain "${SMALL[@]}" --method simclr --final-momentum 0.99 --steps 1
 expect_fail 1 "--optimizer 'lamb' unknown (lars, larc, sgd, adamw)" -- $SELFSUP pretrain "${SMALL[@]}" --optimizer lamb --steps 1
 # Barlow Twins' --scale-loss multiplies the loss (same first batch, same weights)
