@@ -17,6 +17,11 @@ one method on a tiny encoder (ResNet-18, width 4, small stem, 1 channel):
             counters I64;
             step<k>.view<v>  (B, C, H_v, W_v) the inputs of step k;
             step<k>.loss     (1);
+            step<k>.loss_scale (1, optional) the size of the loss's terms
+                             when it is a mean of signed ones that may cancel
+                             (SimSiam's cosines): the test's atol is 1e-4 of
+                             it (float32 rounds at the terms' scale, not at
+                             the mean's);
             step<k>.grad.<param>  d loss / d param of every trained
                              parameter (after the method's after-backward
                              rule, e.g. frozen prototypes have zero grads);
@@ -91,12 +96,15 @@ class Golden:
     def tensor(self, name, value):
         self.t[name] = value.detach().clone()
 
-    def step(self, k, view_list, loss, trained):
-        """Records step k's views and loss and, for each (prefix, module) in
-        trained, the grads; then applies plain SGD to those params."""
+    def step(self, k, view_list, loss, trained, loss_scale=None):
+        """Records step k's views and loss (and its terms' scale, see the
+        format) and, for each (prefix, module) in trained, the grads; then
+        applies plain SGD to those params."""
         for v, x in enumerate(view_list):
             self.t["step%d.view%d" % (k, v)] = x
         self.t["step%d.loss" % k] = loss.detach().reshape(1)
+        if loss_scale is not None:
+            self.t["step%d.loss_scale" % k] = loss_scale.detach().reshape(1)
         with torch.no_grad():
             for prefix, module in trained:
                 for name, p in module.named_parameters():
