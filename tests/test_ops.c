@@ -487,7 +487,9 @@ static void test_backends(ssl_ctx *ctx)
     test_bn(ctx, &rng, 7, 3, 1); /* the (N, C) case of MLP heads */
     test_bn_fused(ctx, &rng, 3, 5, 63);
     test_bn_fused(ctx, &rng, 5, 2, 1);
-    test_bn_fused(ctx, &rng, 6, 3, 400); /* a channel of 2400 values: several sum blocks */
+    test_bn_fused(ctx, &rng, 6, 3, 400); /* a channel of 2400 values */
+    test_bn(ctx, &rng, 9, 150, 1);       /* heads: column blocks of 64, 64, 22 */
+    test_bn_fused(ctx, &rng, 9, 150, 1);
     test_relu(ctx, &rng, 1001);
     test_pool(ctx, &rng, 3, 5, 7, 9, 3, 2, 1);
     test_pool(ctx, &rng, 3, 5, 7, 9, 2, 2, 0);
