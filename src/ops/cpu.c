@@ -449,23 +449,26 @@ static void cpu_bn_bwd(ssl_ctx *ctx, float *dx, float *dskip, float *dgamma, flo
     for (int c = 0; c < C; c++) {
         double sdy = 0, sdyxh = 0;
         const float mu = mean[c], is = invstd[c];
-        for (int j = 0; j < nseg; j++) {
-            const long o = bn_run(l, N, C, HW, c, j);
-            const float *dyo = dy + o, *xo = x + o, *yo = y ? y + o : NULL;
+        /* per image: two float chains over its HW values, then double (the
+         * compilers keep this reduction scalar either way; the chains of a
+         * vectorised double sum measured slower in the step) */
+        for (int n = 0; n < N; n++) {
+            const long o = ssl_act_index(l, N, C, HW, n, c, 0);
+            float a = 0, b = 0;
             if (relu) { /* dz = dy where the output was positive */
-#pragma omp simd reduction(+ : sdy, sdyxh)
-                for (long i = 0; i < len; i++) {
-                    const float dz = yo[i] > 0.0f ? dyo[i] : 0.0f;
-                    sdy += dz;
-                    sdyxh += (double)dz * (xo[i] - mu);
+                for (int i = 0; i < HW; i++) {
+                    float dz = y[o + i] > 0.0f ? dy[o + i] : 0.0f;
+                    a += dz;
+                    b += dz * (x[o + i] - mu);
                 }
             } else {
-#pragma omp simd reduction(+ : sdy, sdyxh)
-                for (long i = 0; i < len; i++) {
-                    sdy += dyo[i];
-                    sdyxh += (double)dyo[i] * (xo[i] - mu);
+                for (int i = 0; i < HW; i++) {
+                    a += dy[o + i];
+                    b += dy[o + i] * (x[o + i] - mu);
                 }
             }
+            sdy += a;
+            sdyxh += b;
         }
         sdyxh *= is;
         if (dgamma) dgamma[c] += (float)sdyxh;
