@@ -226,6 +226,33 @@ static long bn_run(ssl_layout l, int N, int C, int HW, int c, int j)
     return l == SSL_LAYOUT_CNHW ? (long)c * N * HW : ((long)j * C + c) * HW;
 }
 
+/* From a channel's sums over m values (training) or its running statistics
+ * (eval): running-statistics update, saved mean and 1/std, and the affine
+ * y = x * a + b of the normalisation. */
+static void bn_stats(double s, double s2, long m, int training, int c, float momentum, float eps,
+                     const float *gamma, const float *beta, float *running_mean,
+                     float *running_var, float *mean, float *invstd, float *a, float *b)
+{
+    double mu, var;
+    if (training) {
+        mu = s / m;
+        var = s2 / m;
+        if (running_mean) {
+            double unbiased = m > 1 ? s2 / (m - 1) : var;
+            running_mean[c] = (float)((1 - momentum) * running_mean[c] + momentum * mu);
+            running_var[c] = (float)((1 - momentum) * running_var[c] + momentum * unbiased);
+        }
+    } else {
+        mu = running_mean[c];
+        var = running_var[c];
+    }
+    float is = (float)(1.0 / sqrt(var + eps));
+    mean[c] = (float)mu;
+    invstd[c] = is;
+    *a = (gamma ? gamma[c] : 1.0f) * is;
+    *b = (beta ? beta[c] : 0.0f) - (float)mu * *a;
+}
+
 /* Batch norm of an (N, C) matrix (row-major: NCHW with HW = 1), the heads'
  * case. A channel is a column, strided by C: threads take blocks of columns
  * and walk the rows, so each row's block is read contiguously (the per-channel
@@ -260,27 +287,9 @@ static void bn_rows_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, cons
                 }
             }
         }
-        for (int j = 0; j < w; j++) {
-            const int c = c0 + j;
-            double mu, var;
-            if (training) {
-                mu = s[j] / N;
-                var = s2[j] / N;
-                if (running_mean) {
-                    double unbiased = N > 1 ? s2[j] / (N - 1) : var;
-                    running_mean[c] = (float)((1 - momentum) * running_mean[c] + momentum * mu);
-                    running_var[c] = (float)((1 - momentum) * running_var[c] + momentum * unbiased);
-                }
-            } else {
-                mu = running_mean[c];
-                var = running_var[c];
-            }
-            float is = (float)(1.0 / sqrt(var + eps));
-            mean[c] = (float)mu;
-            invstd[c] = is;
-            a[j] = (gamma ? gamma[c] : 1.0f) * is;
-            b[j] = (beta ? beta[c] : 0.0f) - (float)mu * a[j];
-        }
+        for (int j = 0; j < w; j++)
+            bn_stats(s[j], s2[j], N, training, c0 + j, momentum, eps, gamma, beta, running_mean,
+                     running_var, mean, invstd, &a[j], &b[j]);
         for (int n = 0; n < N; n++) {
             const long o = (long)n * C + c0;
             float *yo = y + o;
@@ -374,16 +383,14 @@ static void cpu_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const
     const long len = l == SSL_LAYOUT_CNHW ? m : HW;
 #pragma omp parallel for schedule(static) num_threads(ctx->n_threads)
     for (int c = 0; c < C; c++) {
-        double mu, var;
+        double s = 0, s2 = 0;
         if (training) {
-            double s = 0, s2 = 0;
             for (int j = 0; j < nseg; j++) {
                 const float *p = x + bn_run(l, N, C, HW, c, j);
 #pragma omp simd reduction(+ : s)
                 for (long i = 0; i < len; i++) s += p[i];
             }
-            mu = s / m;
-            const float fm = (float)mu;
+            const float fm = (float)(s / m);
             for (int j = 0; j < nseg; j++) {
                 const float *p = x + bn_run(l, N, C, HW, c, j);
 #pragma omp simd reduction(+ : s2)
@@ -392,21 +399,10 @@ static void cpu_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const
                     s2 += d * d;
                 }
             }
-            var = s2 / m;
-            if (running_mean) {
-                double unbiased = m > 1 ? s2 / (m - 1) : var;
-                running_mean[c] = (float)((1 - momentum) * running_mean[c] + momentum * mu);
-                running_var[c] = (float)((1 - momentum) * running_var[c] + momentum * unbiased);
-            }
-        } else {
-            mu = running_mean[c];
-            var = running_var[c];
         }
-        float is = (float)(1.0 / sqrt(var + eps));
-        mean[c] = (float)mu;
-        invstd[c] = is;
-        float a = (gamma ? gamma[c] : 1.0f) * is;
-        float b = (beta ? beta[c] : 0.0f) - (float)mu * a;
+        float a, b;
+        bn_stats(s, s2, m, training, c, momentum, eps, gamma, beta, running_mean, running_var, mean,
+                 invstd, &a, &b);
         for (int j = 0; j < nseg; j++) {
             const long o = bn_run(l, N, C, HW, c, j);
             float *yo = y + o;
