@@ -293,12 +293,17 @@ static void bn_rows_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, cons
         for (int n = 0; n < N; n++) {
             const long o = (long)n * C + c0;
             float *yo = y + o;
-            const float *xo = x + o, *so = skip ? skip + o : NULL;
+            const float *xo = x + o;
+            float v[BN_COLS];
 #pragma omp simd
-            for (int j = 0; j < w; j++) {
-                float v = so ? xo[j] * a[j] + b[j] + so[j] : xo[j] * a[j] + b[j];
-                yo[j] = !relu || v > 0.0f || v != v ? v : 0.0f; /* NaN stays NaN */
+            for (int j = 0; j < w; j++) v[j] = xo[j] * a[j] + b[j];
+            if (skip) {
+                const float *so = skip + o; /* read only when there is one */
+#pragma omp simd
+                for (int j = 0; j < w; j++) v[j] += so[j];
             }
+#pragma omp simd
+            for (int j = 0; j < w; j++) yo[j] = !relu || v[j] > 0.0f || v[j] != v[j] ? v[j] : 0.0f;
         }
     }
 }
