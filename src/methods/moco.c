@@ -252,7 +252,8 @@ const ssl_method_ops ssl_method_moco = {
     .summary = "MoCo v2: momentum key encoder, queue of negative keys, InfoNCE; single-process shuffle-BN",
     .defaults = "temperature 0.2, projector 2048-128 (no BN), key EMA 0.999 (constant; a cosine to "
                 "--final-momentum when that is set), queue 65536, bn-groups 0 = auto (up to 8 "
-                "shuffle-BN groups of >= 32 images, >= 2 groups when the batch allows); SGD lr 0.03 x batch/256, wd 1e-4, momentum 0.9, cosine, no warm-up",
+                "shuffle-BN groups of >= 32 images, >= 2 groups when the batch allows); SGD lr "
+                "0.03 x batch/256, wd 1e-4, momentum 0.9, cosine, no warm-up",
     .optim = {"sgd", 0.03f, "linear", 1e-4f, 0.9f, 0.0f},
     /* solo-learn scripts/pretrain/cifar/mocov2plus.yaml (warm-up: 0.5 epochs here, 10 of its 1000) */
     .optim_cifar = {"sgd", 0.3f, "linear", 1e-4f, 0.9f, 0.5f},

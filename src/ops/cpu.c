@@ -218,9 +218,10 @@ static void cpu_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
 
 /* A channel's values are `nseg` contiguous runs of `len` floats: one run of
  * N*HW in CNHW, one per image in NCHW; run j starts at bn_run(...). The
- * statistics' sums run vectorised in double: a float sum's rounding depends
- * on its order, and a deep net's few-value statistics amplify it (a float
- * SIMD sum missed ResNet-50's golden by 29x its tolerance). */
+ * forward's statistics are summed vectorised in double: a float sum's
+ * rounding depends on its order, and a deep net's few-value statistics
+ * amplify it (a float SIMD sum missed ResNet-50's golden by 29x its
+ * tolerance). */
 static long bn_run(ssl_layout l, int N, int C, int HW, int c, int j)
 {
     return l == SSL_LAYOUT_CNHW ? (long)c * N * HW : ((long)j * C + c) * HW;
@@ -256,8 +257,8 @@ static void bn_stats(double s, double s2, long m, int training, int c, float mom
 /* Batch norm of an (N, C) matrix (row-major: NCHW with HW = 1), the heads'
  * case. A channel is a column, strided by C: threads take blocks of columns
  * and walk the rows, so each row's block is read contiguously (the per-channel
- * walk of the general loop touched a cache line per value). The sums run over
- * the rows in order, in double, as the general loop's: same results. */
+ * walk of the general loop touched a cache line per value). Each column's
+ * sums run over the rows in order, in double. */
 #define BN_COLS 64
 
 static void bn_rows_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const float *x,
