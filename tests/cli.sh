@@ -424,10 +424,11 @@ assert 6 <= steps < 100000 and json.loads(meta["config"])["steps"] == steps, (st
 EOF
 
 # ---- --knn-every: k-NN lines at the epoch end (62 steps of 32) and at the
-# end of each run; a resume keeps the option and continues the clock ----
+# end of each run; a resume keeps the option and continues the clock, and its
+# --json gives the whole run's training time (run_train_seconds) ----
 if expect_ok $SELFSUP pretrain "${SMALL[@]}" --steps 70 --stop-after 66 --knn-every 1 --no-eval --out "$T/knn" &&
-    expect_ok $SELFSUP pretrain --resume "$T/knn/last.safetensors" --threads 2 --quiet --no-eval; then
-    $PY - "$T/knn/log.jsonl" "$T/knn/last.safetensors" <<'EOF' && ok || bad "--knn-every log lines"
+    expect_ok $SELFSUP pretrain --resume "$T/knn/last.safetensors" --threads 2 --quiet --no-eval --json; then
+    $PY - "$T/knn/log.jsonl" "$T/knn/last.safetensors" "$T/out" <<'EOF' && ok || bad "--knn-every log lines, or a resume's run_train_seconds"
 import json, struct, sys
 knn = [r for r in map(json.loads, open(sys.argv[1])) if r.get("event") == "knn"]
 assert [r["step"] for r in knn] == [62, 66, 70] and knn[0]["epoch"] == 1, knn
@@ -436,6 +437,11 @@ assert 0 < knn[0]["train_seconds"] < knn[1]["train_seconds"] < knn[2]["train_sec
 b = open(sys.argv[2], "rb").read()
 meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
 assert json.loads(meta["config"])["knn_every"] == 1 and float(meta["train_seconds"]) > 0, meta
+r = json.loads(open(sys.argv[3]).read().splitlines()[-1])
+# the resume ran steps 67-70: its own seconds, and the run's from step 0 (the
+# clock of the last k-NN line, taken at the same step)
+assert r["steps"] == 70 and 0 < r["train_seconds"] < r["run_train_seconds"], r
+assert abs(r["run_train_seconds"] - knn[2]["train_seconds"]) < 0.05 + 0.01 * knn[2]["train_seconds"], (r, knn[2])
 EOF
 fi
 # a fraction of an epoch: every round(0.25 x 62) = 16 steps, and at the end

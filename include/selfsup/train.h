@@ -81,8 +81,10 @@ typedef struct ssl_train_result {
     int64_t steps;        /* global step reached */
     int epochs_done;
     double final_loss;    /* mean of the last logged interval */
-    double seconds;       /* wall time of this run's steps */
-    double img_per_s;
+    double seconds;       /* wall time of this process's steps */
+    double img_per_s;     /* this process's steps x batch / seconds */
+    double run_seconds;   /* training time of the whole run: on a resume, the
+                           * checkpoint's recorded time plus this process's */
     size_t peak_rss;
     double pretext_acc;   /* pretext tasks: accuracy over the last logged interval (else NaN) */
     char checkpoint[600]; /* path of the last checkpoint written */

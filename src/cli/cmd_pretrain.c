@@ -191,10 +191,13 @@ int cmd_pretrain(int argc, char **argv)
         rc = CLI_ERR;
         goto done;
     }
-    if (!cfg.quiet)
-        fprintf(stderr, "[%s] done: %lld steps in %.1f s, %.1f img/s, peak RSS %.0f MiB, checkpoint %s\n",
-            cfg.method, (long long)res.steps, res.seconds, res.img_per_s, res.peak_rss / 1048576.0,
-            res.checkpoint);
+    if (!cfg.quiet) {
+        char whole[64] = ""; /* a resume: the whole run's training time too */
+        if (cfg.resume[0]) snprintf(whole, sizeof whole, " (whole run %.1f s)", res.run_seconds);
+        fprintf(stderr, "[%s] done: step %lld, %.1f s%s, %.1f img/s, peak RSS %.0f MiB, checkpoint %s\n",
+                cfg.method, (long long)res.steps, res.seconds, whole, res.img_per_s,
+                res.peak_rss / 1048576.0, res.checkpoint);
+    }
     if (!o.no_eval) {
         char label[64], arch[48];
         ssl_encoder_describe(&m.encoder, arch, sizeof arch);
@@ -213,10 +216,10 @@ int cmd_pretrain(int argc, char **argv)
         if (m.encoder.cfg.kind == SSL_ENC_VIT) printf(",\"width\":null");
         else printf(",\"width\":%d", cfg.width);
         printf(",\"steps\":%lld,\"epochs\":%d,"
-               "\"train_seconds\":%.2f,\"img_per_s\":%.2f,\"final_loss\":%.5f,\"peak_rss_mb\":%.1f,"
-               "\"checkpoint\":",
+               "\"train_seconds\":%.2f,\"img_per_s\":%.2f,\"run_train_seconds\":%.2f,"
+               "\"final_loss\":%.5f,\"peak_rss_mb\":%.1f,\"checkpoint\":",
                (long long)res.steps, res.epochs_done, res.seconds,
-               res.img_per_s, res.final_loss, res.peak_rss / 1048576.0);
+               res.img_per_s, res.run_seconds, res.final_loss, res.peak_rss / 1048576.0);
         ssl_json_write_string(stdout, res.checkpoint);
         if (n_rows) {
             printf(",");

@@ -389,6 +389,7 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
     res->steps = ts.step;
     res->epochs_done = ts.epoch;
     res->seconds = ssl_time() - t_start - eval_s;
+    res->run_seconds = clock0 + res->seconds;
     res->img_per_s = res->seconds > 0 ? (double)(ts.step - first_step) * B / res->seconds : 0;
     res->peak_rss = ssl_peak_rss();
 done:
