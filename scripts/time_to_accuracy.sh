@@ -28,6 +28,7 @@
 #   CROP_MIN    smallest crop area of the random resized crops (default 0.08,
 #               SimCLR's; selfsup's --global-scale-min)
 #   BATCH       batch size (default 256)
+#   WIDTH       ResNet-18 base width of both sides (default 16, selfsup's default)
 #   SEED        (default 1)
 #   THRESHOLDS  k-NN k=20 top-1 targets in percent (default "80 85")
 #   DATA        fashion-mnist (default) or a folder of the four MNIST-named IDX
@@ -50,6 +51,7 @@ THREADS=${THREADS:-2}
 WORKERS=${WORKERS:-1}
 KNN_EVERY=${KNN_EVERY:-1}
 BATCH=${BATCH:-256}
+WIDTH=${WIDTH:-16}
 SEED=${SEED:-1}
 THRESHOLDS=${THRESHOLDS:-"80 85"}
 DATA=${DATA:-fashion-mnist}
@@ -76,7 +78,7 @@ for side in $SIDES; do
     case $side in
     selfsup)
         echo "time_to_accuracy: selfsup, $EPOCHS epochs on $THREADS threads (progress: $OUT/selfsup.log)" >&2
-        "$BUILD/selfsup" pretrain --data "$DATA" --epochs "$EPOCHS" --batch-size "$BATCH" \
+        "$BUILD/selfsup" pretrain --data "$DATA" --epochs "$EPOCHS" --batch-size "$BATCH" --width "$WIDTH" \
             --threads "$THREADS" --workers "$WORKERS" --seed "$SEED" --knn-every "$KNN_EVERY" \
             --global-scale-min "$CROP_MIN" --no-eval --out "$OUT/selfsup" 2>"$OUT/selfsup.log" ||
             { tail -n 3 "$OUT/selfsup.log" >&2; exit 1; }
@@ -96,7 +98,7 @@ CAP
             [ "$stop" = 0 ] && echo "time_to_accuracy: TORCH_CAP: selfsup reached no threshold, PyTorch runs all $EPOCHS epochs" >&2
         fi
         echo "time_to_accuracy: PyTorch, $EPOCHS epochs on $THREADS threads$([ "$stop" != 0 ] && echo ", stopped past $stop s of training") (progress: $OUT/pytorch.log)" >&2
-        "$PYTHON" bench/torch_pretrain.py --data "$DATA" --epochs "$EPOCHS" --batch-size "$BATCH" \
+        "$PYTHON" bench/torch_pretrain.py --data "$DATA" --epochs "$EPOCHS" --batch-size "$BATCH" --width "$WIDTH" \
             --threads "$THREADS" --workers "$WORKERS" --seed "$SEED" --knn-every "$KNN_EVERY" \
             --global-scale-min "$CROP_MIN" --stop-seconds "$stop" --out "$OUT/pytorch.jsonl" >/dev/null 2>"$OUT/pytorch.log" ||
             { tail -n 3 "$OUT/pytorch.log" >&2; exit 1; }
@@ -108,7 +110,7 @@ CAP
     esac
 done
 
-SETTINGS="data $DATA, batch $BATCH, $EPOCHS epochs, $THREADS compute threads and $WORKERS loader worker(s) per side, seed $SEED, crop area [$CROP_MIN, 1], k-NN every $KNN_EVERY epoch(s) and at the end"
+SETTINGS="data $DATA, width $WIDTH, batch $BATCH, $EPOCHS epochs, $THREADS compute threads and $WORKERS loader worker(s) per side, seed $SEED, crop area [$CROP_MIN, 1], k-NN every $KNN_EVERY epoch(s) and at the end"
 "$PYTHON" - "$OUT" "$THRESHOLDS" "$SETTINGS" "$LOAD_BEFORE" <<'EOF'
 import json, os, platform, sys, time
 out, thresholds = sys.argv[1], [float(t) for t in sys.argv[2].split()]
@@ -170,7 +172,7 @@ with open(os.path.join(out, "results.md"), "w") as f:
     f.write("# Time to accuracy: SimCLR on Fashion-MNIST, selfsup vs PyTorch\n\n")
     f.write("%s, %s (%d cores), load average before the runs: %s; PyTorch %s\n\n"
             % (time.strftime("%Y-%m-%d %H:%M"), cpu, os.cpu_count(), load_before, torch_v))
-    f.write("Recipe: `selfsup pretrain` defaults (SimCLR, ResNet-18 small stem width 16, "
+    f.write("Recipe: `selfsup pretrain` defaults (SimCLR, ResNet-18 small stem, "
             "LARS lr 0.075 x sqrt(B), warm-up 0.5 epochs + cosine) and bench/torch_pretrain.py, "
             "run one after the other: %s. k-NN k=20 (T=0.1, train split as the bank, test "
             "split as queries); times are training wall time without the evaluations (loader "
