@@ -14,8 +14,9 @@
 # a checkpoint but that has no OUT/<method>.json yet (its run was stopped, by
 # a kill or the end of a session) is resumed from that checkpoint, with the
 # config it was started with (its epochs and training options; this call's
-# evaluation options, such as --protocol, apply) and continues exactly; its row's minutes are the whole run's training time. A
-# method with a <method>.json is trained again from scratch.
+# evaluation options, such as --protocol, apply) and continues exactly; its
+# row's minutes are the whole run's training time, its img/s the last
+# sitting's. A method with a <method>.json is trained again from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-2}
