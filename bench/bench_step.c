@@ -42,6 +42,7 @@
  * Build: see scripts/bench.sh. Usage: bench_step --help */
 #define _POSIX_C_SOURCE 200809L
 #include "selfsup/data.h"
+#include "selfsup/ops_dnnl.h"
 #include "selfsup/method.h"
 #include "selfsup/optim.h"
 #include "selfsup/train.h"
@@ -65,6 +66,7 @@ typedef struct bench_args {
     char backend[32]; /* ssl_backend_by_name; empty: the library default */
     int profile;      /* 1: time each backend op kind (ssl_profile_wrap) */
     int direct_conv;  /* 1: no Winograd (ctx.direct_conv), for before/after */
+    int bf16;         /* 1: bf16 convolutions (ctx.bf16) */
 } bench_args;
 
 /* Methods whose encoder sees each view once (so the FLOP convention
@@ -90,7 +92,7 @@ static void usage(FILE *f)
             "                  [--channels 1] [--size 28] [--batch 256] [--threads 2]\n"
             "                  [--workers 1] [--warmup 2] [--steps 5] [--loader-batches 5]\n"
             "                  [--seed 1] [--data fashion-mnist|random] [--backend cpu]\n"
-            "                  [--profile 1] [--direct-conv 1]\n"
+            "                  [--profile 1] [--direct-conv 1] [--bf16 1]\n"
             "Times training steps of one method (selfsup) and prints one JSON line.\n"
             "--method: simclr, byol, dino, moco, simsiam, swav, barlow, vicreg, mae (ViT),\n"
             "mocov3, with the\n"
@@ -114,7 +116,7 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 static int parse_args(int argc, char **argv, bench_args *a)
 {
     *a = (bench_args){"simclr", "resnet", 4, 0, 18, 64, 1, 28, 256, SSL_STEM_SMALL, 2, 1, 2, 5, 5, 1,
-                      "fashion-mnist", "", 0, 0};
+                      "fashion-mnist", "", 0, 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
@@ -146,6 +148,7 @@ static int parse_args(int argc, char **argv, bench_args *a)
         else if (!strcmp(o, "--backend")) snprintf(a->backend, sizeof a->backend, "%s", v);
         else if (!strcmp(o, "--profile")) rc = parse_int(o, v, 0, 1, &a->profile);
         else if (!strcmp(o, "--direct-conv")) rc = parse_int(o, v, 0, 1, &a->direct_conv);
+        else if (!strcmp(o, "--bf16")) rc = parse_int(o, v, 0, 1, &a->bf16);
         else if (!strcmp(o, "--stem")) {
             if (!strcmp(v, "small")) a->stem = SSL_STEM_SMALL;
             else if (!strcmp(v, "imagenet")) a->stem = SSL_STEM_IMAGENET;
@@ -305,6 +308,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_step: --backend: %s\n", err);
         return 2;
     }
+    if (a.bf16 && (ctx.backend != ssl_backend_dnnl() || !ssl_dnnl_bf16_available())) {
+        fprintf(stderr, "bench_step: --bf16 1 needs the dnnl backend and AVX512-BF16 or AMX "
+                        "(oneDNN's ISA: %s)\n", ssl_dnnl_isa());
+        return 2;
+    }
+    ctx.bf16 = a.bf16;
     ssl_profile prof;
     if (a.profile) {
         ctx.backend = ssl_profile_wrap(&prof, ctx.backend ? ctx.backend : ssl_backend_default());
@@ -466,14 +475,14 @@ int main(int argc, char **argv)
     double s_step = t_timed / a.steps;
     double ips = B / s_step;
     printf("{\"impl\":\"selfsup\",\"arch\":\"%s\",\"patch\":%d,\"vit_depth\":%d,"
-           "\"method\":\"%s\",\"backend\":\"%s\",\"depth\":%d,\"width\":%d,"
+           "\"method\":\"%s\",\"backend\":\"%s\",\"bf16\":%d,\"depth\":%d,\"width\":%d,"
            "\"stem\":\"%s\",\"in_channels\":%d,\"size\":%d,\"batch\":%d,\"views\":\"%s\","
            "\"n_views\":%d,\"teacher_views\":%d,\"data\":\"%s\",\"threads\":%d,\"warmup\":%d,"
            "\"steps\":%d,\"optimizer\":\"%s\",\"peak_lr\":%.9g,"
            "\"img_per_s\":%.3f,\"s_per_step\":%.4f,\"s_per_step_min\":%.4f,\"s_per_step_max\":%.4f,"
            "\"step_s\":[",
            a.arch, a.patch, m.encoder.cfg.kind == SSL_ENC_VIT ? m.encoder.cfg.vit.depth : 0,
-           a.method, ctx.backend->name, a.depth, a.width, a.stem == SSL_STEM_SMALL ? "small" : "imagenet",
+           a.method, ctx.backend->name, a.bf16, a.depth, a.width, a.stem == SSL_STEM_SMALL ? "small" : "imagenet",
            ds.c, ds.h, B, spec, m.n_views, teacher_views,
            real ? "fashion-mnist test split" : "random uint8", ctx.n_threads, a.warmup, a.steps,
            tc.optimizer, peak_lr, ips, s_step, t_min, t_max);

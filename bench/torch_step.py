@@ -478,6 +478,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--bf16", type=int, default=0, choices=[0, 1],
+                    help="1: the loss under torch.autocast('cpu', bfloat16), PyTorch's mixed "
+                         "precision (convolutions and matrix products in bf16)")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -518,11 +521,12 @@ def main():
     views = [torch.randn(a.batch, a.channels, s, s) for s in method.sizes]
     print(f"[torch_step] {a.method} {arch} {a.channels}x{a.size}x{a.size} "
           f"B{a.batch}, views {views_spec(method.sizes)}, {kind} lr {peak_lr:.4g}, "
-          f"{torch.get_num_threads()} threads", file=sys.stderr)
+          f"{torch.get_num_threads()} threads{', bf16 autocast' if a.bf16 else ''}", file=sys.stderr)
     timed, step_s, loss_v = 0.0, [], float("nan")
     for step in range(total):
         t0 = time.perf_counter()
-        loss = method.loss(views, step, spe)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(a.bf16)):
+            loss = method.loss(views, step, spe)
         for t in method.trained():
             t.zero_grad()
         loss.backward()
@@ -546,7 +550,8 @@ def main():
     gflop_img, head_gflop_img = count_gflop(method, views)
     print(json.dumps({
         "impl": "pytorch", "version": torch.__version__, "arch": a.arch, "patch": a.patch,
-        "vit_depth": a.vit_depth if a.arch != "resnet" else 0, "method": a.method, "depth": a.depth,
+        "vit_depth": a.vit_depth if a.arch != "resnet" else 0, "method": a.method, "bf16": a.bf16,
+        "depth": a.depth,
         "width": a.width, "stem": a.stem, "in_channels": a.channels, "size": a.size,
         "batch": a.batch, "views": views_spec(method.sizes), "n_views": len(method.sizes),
         "teacher_views": method.teacher_views, "data": "random normal",

@@ -45,6 +45,10 @@
 #   PROFILE   1: selfsup runs with --profile 1 (time per op kind; adds the
 #             timers' small overhead to its steps) and the table is followed
 #             by the profile of each config's best selfsup run
+#   BF16      1: both sides in bfloat16 mixed precision: selfsup's bf16
+#             convolutions (bench_step --bf16 1, as pretrain --precision bf16;
+#             needs AVX512-BF16 or AMX) and PyTorch's torch.autocast("cpu",
+#             bfloat16) (default 0: fp32); "% of peak" stays the FP32 FMA peak
 #   BACKEND   selfsup op backend for bench_step --backend (default: the library default)
 #   PYTHON    the Python with PyTorch 1.13 (default /usr/bin/python3)
 #   BUILD     build folder holding libselfsup.a (default build)
@@ -60,6 +64,7 @@ CONFIGS=${CONFIGS:-"1 5 6 7 8"}
 PYTHON=${PYTHON:-/usr/bin/python3}
 BACKEND=${BACKEND:-}
 PROFILE=${PROFILE:-0}
+BF16=${BF16:-0}
 
 # name | method depth width stem channels size batch warmup steps [arch]
 config() {
@@ -90,6 +95,7 @@ done
 # is the first to touch all of its pages (up to ~25 s of page faults at w64).
 [[ -z "${WARMUP:-}" || ("$WARMUP" =~ ^[0-9]+$ && "$WARMUP" -ge 2) ]] || { echo "bench.sh: WARMUP '$WARMUP' must be an integer >= 2" >&2; exit 2; }
 [[ "$PROFILE" == 0 || "$PROFILE" == 1 ]] || { echo "bench.sh: PROFILE '$PROFILE' must be 0 or 1" >&2; exit 2; }
+[[ "$BF16" == 0 || "$BF16" == 1 ]] || { echo "bench.sh: BF16 '$BF16' must be 0 or 1" >&2; exit 2; }
 
 if [[ -n "${BIN:-}" ]]; then
     for b in bench_step peak; do
@@ -125,6 +131,7 @@ echo "$PEAK" | tee -a "$JSONL"
 # Runs one side; appends its JSON line to $JSONL and prints it.
 run_side() {
     local side=$1 args=$2 out
+    [[ "$BF16" == 1 ]] && args="$args --bf16 1"
     if [[ $side == c ]]; then
         [[ -n "$BACKEND" ]] && args="$args --backend $BACKEND"
         [[ "$PROFILE" == 1 ]] && args="$args --profile 1"
@@ -183,7 +190,10 @@ def name(k):
     if k[7] != "resnet":
         return f"{NAMES.get(k[0], k[0])} {k[7].replace('vit_', 'ViT-')}/{k[8]} {k[4]}x{k[5]}x{k[5]} B{k[6]}"
     return f"{NAMES.get(k[0], k[0])} R{k[1]} w{k[2]} {k[3]} {k[4]}x{k[5]}x{k[5]} B{k[6]}"
-print(f"## Training step: selfsup ({backend}) vs PyTorch {version}, {threads} threads\n")
+bf16 = any(r.get("bf16") for r in rows[1:])
+precision = (", bf16 (selfsup's bf16 convolutions, PyTorch's autocast; % of the FP32 peak)"
+             if bf16 else "")
+print(f"## Training step: selfsup ({backend}) vs PyTorch {version}, {threads} threads{precision}\n")
 print("| config | views | GFLOP/img | selfsup img/s | PyTorch img/s | ratio | selfsup GFLOP/s "
       "| % of peak | PyTorch GFLOP/s | % of peak | RSS selfsup | RSS torch | loader ms/batch (% of step) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

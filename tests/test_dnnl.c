@@ -4,6 +4,10 @@
  * few-channel convolutions to the cpu backend, "dnnl-every" does not);
  * backward accumulates into nonzero gradients; dx may be NULL; cached plans
  * give the same results on a second call; the backend's registry name.
+ * bf16 mode (ctx->bf16), where the CPU has AVX512-BF16 or AMX: the same
+ * shapes against the reference run on inputs rounded to bfloat16 by plain C
+ * (bf16_round, itself checked on known values everywhere); without such a
+ * CPU it prints that the bf16 convolutions were skipped.
  * Built without oneDNN it reports the backend absent and passes 0 checks. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
@@ -11,6 +15,7 @@
 #include "selfsup/ops_dnnl.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +59,48 @@ static float *in_layout(const float *src, ssl_layout l, int N, int C, int HW)
 }
 
 
+/* x rounded to the nearest bfloat16 (ties to even), as a float: the upper
+ * 16 bits of its IEEE single after adding half an ulp of bf16. NaN stays
+ * NaN (quiet). */
+static float bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        u |= 0x00400000u;
+    } else {
+        u += 0x7fffu + ((u >> 16) & 1u);
+    }
+    u &= 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static void test_bf16_round(void)
+{
+    /* 8 significant bits: 1 + 2^-7 is representable, 1 + 2^-8 is a tie */
+    const float in[] = {1.0f, 1.0f + 0x1p-7f, 1.0f + 0x1p-8f, 1.0f + 0x1p-7f + 0x1p-8f,
+                        1.0f + 0x1p-8f + 0x1p-20f, -3.0f + 0x1p-9f, 65504.0f, 0.0f, -0.0f,
+                        INFINITY, 0x1.fep127f /* the largest bf16 */,
+                        0x1.fffffep127f /* FLT_MAX: rounds up to inf */};
+    const float want[] = {1.0f, 1.0f + 0x1p-7f, 1.0f /* tie to even */,
+                          1.0f + 0x1p-6f /* tie to even, up */, 1.0f + 0x1p-7f,
+                          -3.0f, 65536.0f, 0.0f, -0.0f, INFINITY, 0x1.fep127f, INFINITY};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        float r = bf16_round(in[i]);
+        CHECK(r == want[i] && signbit(r) == signbit(want[i]), "bf16_round(%.9g) = %.9g, want %.9g",
+              (double)in[i], (double)r, (double)want[i]);
+    }
+    CHECK(isnan(bf16_round(NAN)), "bf16_round(NaN) is not NaN");
+}
+
+static float *bf16_copy(const float *p, long n)
+{
+    float *q = malloc(sizeof(float) * (size_t)n);
+    for (long i = 0; i < n; i++) q[i] = bf16_round(p[i]);
+    return q;
+}
+
 static double worst;
 
 static void cmp(const float *a, const float *b, long n, const char *what, const ssl_conv_desc *d)
@@ -65,6 +112,9 @@ static void cmp(const float *a, const float *b, long n, const char *what, const 
           d->layout == SSL_LAYOUT_CNHW ? "CNHW" : "NCHW", e);
 }
 
+/* With ctx->bf16 the reference gets x, w and dy rounded to bf16, as the
+ * backend's reorders round them; the products and sums are then exact or
+ * fp32-rounded on both sides, so the fp32 tolerance holds. */
 static void test_conv_on(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng, int N, int C,
                          int H, int W, int K, int R, int stride, int pad)
 {
@@ -86,8 +136,12 @@ static void test_conv_on(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng, int 
         dn.layout = SSL_LAYOUT_NCHW;
 
         float *yr = nans(ny), *dxr = dup(dx0, nx), *dwr = dup(dw0, nw);
-        ref->conv2d_fwd(ctx, yr, x, w, &dn);
-        ref->conv2d_bwd(ctx, dxr, dwr, dy, x, w, &dn);
+        float *xr = ctx->bf16 ? bf16_copy(x, nx) : dup(x, nx);
+        float *wr = ctx->bf16 ? bf16_copy(w, nw) : dup(w, nw);
+        float *dyr = ctx->bf16 ? bf16_copy(dy, ny) : dup(dy, ny);
+        ref->conv2d_fwd(ctx, yr, xr, wr, &dn);
+        ref->conv2d_bwd(ctx, dxr, dwr, dyr, xr, wr, &dn);
+        free(xr), free(wr), free(dyr);
         float *yrl = in_layout(yr, d.layout, N, K, d.OH * d.OW);
         float *dxrl = in_layout(dxr, d.layout, N, C, H * W);
 
@@ -109,8 +163,8 @@ static void test_conv_on(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng, int 
         free(x), free(w), free(dy), free(dx0), free(dw0), free(xl), free(dyl), free(dx0l);
         free(yr), free(dxr), free(dwr), free(yrl), free(dxrl);
     }
-    printf("  %-10s conv N=%-2d C=%-2d %2dx%-2d K=%-2d %dx%d/%d pad %d: max rel err %.2e\n",
-           be->name, N, C, H, W, K, R, R, stride, pad, worst);
+    printf("  %-10s%s conv N=%-2d C=%-2d %2dx%-2d K=%-2d %dx%d/%d pad %d: max rel err %.2e\n",
+           be->name, ctx->bf16 ? " bf16" : "", N, C, H, W, K, R, R, stride, pad, worst);
 }
 
 static void test_conv(ssl_ctx *ctx, ssl_rng *rng, int N, int C, int H, int W, int K, int R,
@@ -138,6 +192,8 @@ static void test_twice(ssl_ctx *ctx, const ssl_backend *be, ssl_rng *rng)
     free(x), free(w), free(dy), free(dx1), free(dw1), free(dx2), free(dw2);
 }
 
+static void test_shapes(ssl_ctx *ctx, ssl_rng *rng);
+
 int main(void)
 {
     if (!ssl_dnnl_available()) {
@@ -158,22 +214,37 @@ int main(void)
 
     ssl_rng rng;
     ssl_rng_seed(&rng, 7);
-    printf("dnnl vs ref backend:\n");
-    test_conv(&ctx, &rng, 3, 5, 7, 9, 6, 3, 2, 1);   /* odd everything */
-    test_conv(&ctx, &rng, 3, 5, 7, 9, 6, 3, 1, 1);
-    test_conv(&ctx, &rng, 3, 5, 7, 9, 6, 1, 1, 0);   /* pointwise */
-    test_conv(&ctx, &rng, 3, 5, 7, 9, 6, 1, 2, 0);   /* 1x1 stride 2 */
-    test_conv(&ctx, &rng, 3, 2, 11, 13, 4, 7, 2, 3); /* ImageNet stem */
-    test_conv(&ctx, &rng, 11, 3, 5, 6, 4, 3, 1, 1);
-    test_conv(&ctx, &rng, 11, 3, 5, 6, 4, 1, 1, 0);
-    test_conv(&ctx, &rng, 1, 3, 4, 4, 2, 3, 1, 1);   /* fewer images than threads */
-    test_conv(&ctx, &rng, 4, 1, 8, 8, 16, 3, 1, 1);  /* small stem, one channel */
-    test_conv(&ctx, &rng, 3, 16, 6, 6, 32, 1, 2, 0); /* downsample, right pad -1 */
-    test_conv(&ctx, &rng, 3, 16, 7, 7, 32, 3, 2, 1); /* blocked channels, stride 2 */
-    test_conv(&ctx, &rng, 2, 9, 5, 7, 10, 3, 1, 1);   /* channels past one block */
-    test_conv(&ctx, &rng, 2, 64, 17, 16, 64, 3, 1, 1); /* big layer: dw from the cpu backend */
-    test_twice(&ctx, be, &rng);
-    test_twice(&ctx, ssl_backend_dnnl_every(), &rng);
+    test_bf16_round();
+    for (ctx.bf16 = 0; ctx.bf16 < 2; ctx.bf16++) {
+        if (ctx.bf16 && !ssl_dnnl_bf16_available()) {
+            printf("dnnl bf16: SKIPPED, oneDNN's ISA on this CPU is %s (no AVX512-BF16 or AMX)\n",
+                   ssl_dnnl_isa());
+            break;
+        }
+        printf("dnnl%s vs ref backend:\n", ctx.bf16 ? " bf16" : "");
+        test_shapes(&ctx, &rng);
+    }
+    ctx.bf16 = 0;
     ssl_ctx_free(&ctx); /* releases the cached plans (ASan checks for leaks) */
     return check_report("dnnl");
+}
+
+static void test_shapes(ssl_ctx *ctx, ssl_rng *rng)
+{
+    const ssl_backend *be = ssl_backend_dnnl();
+    test_conv(ctx, rng, 3, 5, 7, 9, 6, 3, 2, 1);   /* odd everything */
+    test_conv(ctx, rng, 3, 5, 7, 9, 6, 3, 1, 1);
+    test_conv(ctx, rng, 3, 5, 7, 9, 6, 1, 1, 0);   /* pointwise */
+    test_conv(ctx, rng, 3, 5, 7, 9, 6, 1, 2, 0);   /* 1x1 stride 2 */
+    test_conv(ctx, rng, 3, 2, 11, 13, 4, 7, 2, 3); /* ImageNet stem */
+    test_conv(ctx, rng, 11, 3, 5, 6, 4, 3, 1, 1);
+    test_conv(ctx, rng, 11, 3, 5, 6, 4, 1, 1, 0);
+    test_conv(ctx, rng, 1, 3, 4, 4, 2, 3, 1, 1);   /* fewer images than threads */
+    test_conv(ctx, rng, 4, 1, 8, 8, 16, 3, 1, 1);  /* small stem, one channel */
+    test_conv(ctx, rng, 3, 16, 6, 6, 32, 1, 2, 0); /* downsample, right pad -1 */
+    test_conv(ctx, rng, 3, 16, 7, 7, 32, 3, 2, 1); /* blocked channels, stride 2 */
+    test_conv(ctx, rng, 2, 9, 5, 7, 10, 3, 1, 1);   /* channels past one block */
+    test_conv(ctx, rng, 2, 64, 17, 16, 64, 3, 1, 1); /* big layer: dw from the cpu backend */
+    test_twice(ctx, be, rng);
+    test_twice(ctx, ssl_backend_dnnl_every(), rng);
 }

@@ -62,6 +62,11 @@ typedef struct ssl_ctx {
      * from PyTorch's direct kernels by design: ~5e-6 relative for F(4x4,
      * 3x3) vs ~6e-7); for replaying PyTorch goldens bit-closely. */
     int direct_conv;
+    /* 1: convolutions in bfloat16 mixed precision (the dnnl backend on a CPU
+     * with AVX512-BF16 or AMX, ssl_dnnl_bf16_available): inputs, weights and
+     * output gradients rounded to bf16, products summed in fp32, outputs,
+     * gradients and the parameters kept in fp32. Other ops stay fp32. */
+    int bf16;
     /* Set while a profiling backend runs (ssl_profile_wrap, ops.h). */
     struct ssl_profile *profile;
     /* Sticky failure of an op that returns void (scratch out of memory):

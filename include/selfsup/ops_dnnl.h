@@ -21,6 +21,12 @@ const ssl_backend *ssl_backend_dnnl(void);
  * backend is faster (1x1 kernels, fewer than 8 input channels): for tests
  * and benchmarks. NULL without oneDNN. */
 const ssl_backend *ssl_backend_dnnl_every(void);
+/* 1 when oneDNN may use bfloat16 instructions on this CPU (AVX512-BF16 or
+ * AMX; oneDNN's effective ISA, which DNNL_MAX_CPU_ISA can lower), so that
+ * ctx->bf16 convolutions run; 0 without oneDNN. */
+int ssl_dnnl_bf16_available(void);
+/* oneDNN's effective ISA as a name ("cpu_isa_avx2"), for messages. */
+const char *ssl_dnnl_isa(void);
 
 #ifdef __cplusplus
 }

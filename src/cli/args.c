@@ -1,6 +1,7 @@
 /* Option parsing shared by the subcommands: --name value or --name=value. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
+#include "selfsup/ops_dnnl.h"
 
 #include <errno.h>
 #include <math.h>
@@ -141,6 +142,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *u
         STR("--split", o->split);
         STR("--prefix", o->prefix);
         STR("--device", o->device);
+        STR("--precision", o->precision);
         INT("--width", t->width, 1, 1024);
         INT("--patch-size", t->patch_size, 1, 1024);
         INT("--vit-depth", t->vit_depth, 0, 256);
@@ -228,6 +230,23 @@ int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx)
         return CLI_USAGE;
     }
     ctx->backend = be;
+    if (!o->precision[0] || !strcmp(o->precision, "fp32")) return CLI_OK;
+    char msg[SSL_ERR_LEN];
+    if (strcmp(o->precision, "bf16"))
+        snprintf(msg, sizeof msg, "--precision '%s' unknown (fp32, bf16)", o->precision);
+    else if (be != ssl_backend_dnnl())
+        snprintf(msg, sizeof msg, "--precision bf16 runs on the dnnl backend only, not '%s'",
+                 be->name);
+    else if (!ssl_dnnl_bf16_available())
+        snprintf(msg, sizeof msg, "--precision bf16 needs a CPU with AVX512-BF16 or AMX "
+                 "(oneDNN's ISA here: %s); use fp32", ssl_dnnl_isa());
+    else
+        msg[0] = 0;
+    if (msg[0]) {
+        cli_error(cmd, msg);
+        return CLI_USAGE;
+    }
+    ctx->bf16 = 1;
     return CLI_OK;
 }
 

@@ -20,6 +20,7 @@ typedef struct cli_opts {
     char split[16];     /* embed: train, test */
     char prefix[512];   /* embed: output prefix */
     char device[16];    /* --device cpu|ref|cuda */
+    char precision[8];  /* --precision fp32|bf16 ("": fp32) */
     int images, first;  /* show: --images N (0: the default), --first I */
     /* finetune: SSL_UNSET (decay, smoothing) or 0 when not given */
     float layer_decay, label_smoothing, label_fraction;
@@ -32,7 +33,7 @@ typedef struct cli_opts {
 /* Returns CLI_OK, CLI_USAGE (message printed) or -1 when --help was printed. */
 int cli_parse(const char *cmd, int argc, char **argv, cli_opts *o, const char *usage);
 
-/* Apply --threads and --device to a context. */
+/* Apply --threads, --device and --precision to a context. */
 int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx);
 
 /* Evaluates enc (and with baselines first raw pixels and a random-init

@@ -15,7 +15,7 @@ static const char eval_usage[] =
     "                       image folder options, with --data (see 'selfsup pretrain --help')\n"
     "  --arch, --width, --stem  override the architecture the checkpoint says it holds\n"
     "  --baselines          also raw pixels and the random-init encoder\n"
-    "  --threads N  --seed N  --device dnnl|cpu|ref  --json\n";
+    "  --threads N  --seed N  --device dnnl|cpu|ref  --precision fp32|bf16  --json\n";
 
 static const char embed_usage[] =
     "usage: selfsup embed CKPT --prefix OUT [--split train|test] [--data SPEC]\n"

@@ -39,6 +39,7 @@ static const char usage[] =
     "                         --patch-size, --pos-embed, --vit-depth (as pretrain's)\n"
     "  --out DIR              run folder (default runs/finetune)\n"
     "  --threads N  --workers N  --seed N  --log-every N  --device dnnl|cpu|ref\n"
+    "  --precision fp32|bf16  bf16 convolutions (see 'selfsup pretrain --help')\n"
     "  --json                 the results as one JSON object on the last line\n"
     "  --quiet                no progress lines\n";
 

@@ -81,6 +81,10 @@ static const char usage[] =
     "  --protocol knn|linear|all  which evaluation to run (default all)\n"
     "  --device NAME        op backend: dnnl (default when built with oneDNN), cpu\n"
     "                       (im2col + BLAS), ref (the plain C reference, slow)\n"
+    "  --precision fp32|bf16  bf16: convolutions in bfloat16 mixed precision (inputs,\n"
+    "                       weights and gradients rounded to bf16, sums, other ops,\n"
+    "                       parameters and optimizer in fp32); needs the dnnl backend\n"
+    "                       on a CPU with AVX512-BF16 or AMX (default fp32)\n"
     "  --json               print the results as one JSON object on the last line\n"
     "  --quiet              no progress lines\n";
 

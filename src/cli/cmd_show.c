@@ -34,7 +34,7 @@ static const char show_usage[] =
     "  --first I         the first image (default 0)\n"
     "  --split test|train  which split of the run's data (default test)\n"
     "  --data SPEC  --image-size N  --channels 1|3  --holdout F   another dataset of the same shape\n"
-    "  --threads N  --device dnnl|cpu|ref\n";
+    "  --threads N  --device dnnl|cpu|ref  --precision fp32|bf16\n";
 
 /* Rebuilds the run's method and networks and loads the weights (as cmd_eval.c). */
 /* Images first, first + stride, ... (n of them) of ds as a dataset of their own. */

@@ -11,7 +11,13 @@
  * after the first allocates nothing. Plans live in ctx->backend_state.
  * 3x3 stride-1 convolutions of 16+ channels go to the Winograd kernels
  * (winograd.c) instead, which beat oneDNN's direct ones on AVX2 by 1.7-2.3x.
- * Checked against ref.c by tests/test_dnnl.c. */
+ *
+ * With ctx->bf16 every convolution goes to oneDNN in bfloat16: the reorders
+ * at the edges round x, w and dy to bf16 (round to nearest even), the
+ * primitives multiply in bf16 and accumulate in fp32 (AVX512-BF16 or AMX),
+ * and y, dx and dw come back in fp32. Such plans are cached apart from the
+ * fp32 ones. Checked against ref.c by tests/test_dnnl.c (bf16: against the
+ * reference on bf16-rounded inputs). */
 #include "selfsup/ops_dnnl.h"
 
 #include "winograd.h"
@@ -49,6 +55,7 @@ typedef struct conv_plan {
     ssl_conv_desc d;
     int bwd, n_threads;
     int every;    /* planned for the table that sends every conv to oneDNN */
+    int bf16;     /* x, w, dy in bfloat16 (ctx->bf16) */
     int use_cpu;  /* the cpu backend runs it (faster, or oneDNN refused) */
     int cpu_weights; /* backward: the cpu backend computes dw, the plan dx */
     int n_mems, n_steps;
@@ -125,11 +132,12 @@ static void act_md(dnnl_memory_desc_t *md, ssl_layout l, int N, int C, int H, in
     dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides);
 }
 
-static void tag_md(dnnl_memory_desc_t *md, int a, int b, int c, int e, dnnl_format_tag_t tag)
+static void tag_md(dnnl_memory_desc_t *md, int a, int b, int c, int e, dnnl_format_tag_t tag,
+                   dnnl_data_type_t dt)
 {
     dnnl_dims_t dims;
     dims4(dims, a, b, c, e);
-    dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, tag);
+    dnnl_memory_desc_init_by_tag(md, 4, dims, dt, tag);
 }
 
 static const dnnl_memory_desc_t *mem_md(dnnl_memory_t m)
@@ -271,19 +279,25 @@ static int add_conv_step(conv_plan *p, dnnl_state *st, const_dnnl_primitive_desc
 }
 
 typedef struct conv_mds {
-    dnnl_memory_desc_t x, w, y;        /* the caller's layouts */
-    dnnl_memory_desc_t ax, aw, ay;     /* "any": oneDNN chooses */
+    dnnl_memory_desc_t x, w, y;        /* the caller's layouts (fp32) */
+    /* "any": oneDNN chooses; the inputs x, w, dy in the plan's type, the
+     * outputs y, dx, dw in fp32 */
+    dnnl_memory_desc_t ax, aw, ay, adx, ady, adw;
     dnnl_dims_t strides, pad_l, pad_r;
 } conv_mds;
 
-static void conv_mds_init(conv_mds *m, const ssl_conv_desc *d)
+static void conv_mds_init(conv_mds *m, const ssl_conv_desc *d, int bf16)
 {
+    dnnl_data_type_t in = bf16 ? dnnl_bf16 : dnnl_f32;
     act_md(&m->x, d->layout, d->N, d->C, d->H, d->W);
     act_md(&m->y, d->layout, d->N, d->K, d->OH, d->OW);
-    tag_md(&m->w, d->K, d->C, d->R, d->S, dnnl_oihw);
-    tag_md(&m->ax, d->N, d->C, d->H, d->W, dnnl_format_tag_any);
-    tag_md(&m->ay, d->N, d->K, d->OH, d->OW, dnnl_format_tag_any);
-    tag_md(&m->aw, d->K, d->C, d->R, d->S, dnnl_format_tag_any);
+    tag_md(&m->w, d->K, d->C, d->R, d->S, dnnl_oihw, dnnl_f32);
+    tag_md(&m->ax, d->N, d->C, d->H, d->W, dnnl_format_tag_any, in);
+    tag_md(&m->aw, d->K, d->C, d->R, d->S, dnnl_format_tag_any, in);
+    tag_md(&m->ady, d->N, d->K, d->OH, d->OW, dnnl_format_tag_any, in);
+    tag_md(&m->ay, d->N, d->K, d->OH, d->OW, dnnl_format_tag_any, dnnl_f32);
+    tag_md(&m->adx, d->N, d->C, d->H, d->W, dnnl_format_tag_any, dnnl_f32);
+    tag_md(&m->adw, d->K, d->C, d->R, d->S, dnnl_format_tag_any, dnnl_f32);
     m->strides[0] = m->strides[1] = d->stride;
     m->pad_l[0] = m->pad_l[1] = d->pad;
     /* right padding that makes floor((H + 2p - R) / s) + 1 outputs exactly */
@@ -350,7 +364,7 @@ static int plan_build(conv_plan *p, dnnl_state *st)
     dnnl_convolution_desc_t fd, dd, wd;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
-    conv_mds_init(&m, &p->d);
+    conv_mds_init(&m, &p->d, p->bf16);
     int ok = dnnl_primitive_attr_create(&attr) == dnnl_success &&
              dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
     ok = ok && dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
@@ -362,12 +376,12 @@ static int plan_build(conv_plan *p, dnnl_state *st)
     } else if (ok) {
         ok = p->cpu_weights ||
              (dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &m.ax,
-                                                          &m.aw, NULL, &m.ay, m.strides, m.pad_l,
+                                                          &m.adw, NULL, &m.ady, m.strides, m.pad_l,
                                                           m.pad_r) == dnnl_success &&
               dnnl_primitive_desc_create(&wpd, &wd, attr, st->engine, fpd) == dnnl_success);
         ok = ok &&
-             dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct, &m.ax, &m.aw,
-                                                      &m.ay, m.strides, m.pad_l,
+             dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct, &m.adx, &m.aw,
+                                                      &m.ady, m.strides, m.pad_l,
                                                       m.pad_r) == dnnl_success &&
              dnnl_primitive_desc_create(&dpd, &dd, attr, st->engine, fpd) == dnnl_success &&
              (p->cpu_weights || plan_bwd_weights(p, st, &m, wpd) == 0) &&
@@ -407,18 +421,21 @@ static int dnnl_suits_weights(const ssl_conv_desc *d)
     return (long)d->C * d->K * d->OH * d->OW <= 1L << 20;
 }
 
-/* The cached plan for (d, bwd, threads, every), built on first use. A
- * geometry where the cpu backend is faster (unless `every`), or that oneDNN
- * refuses, gets a plan with use_cpu set, so it is decided only once.
+/* The cached plan for (d, bwd, threads, every, ctx->bf16), built on first
+ * use. A geometry where the cpu backend is faster (unless `every` or bf16),
+ * or that oneDNN refuses, gets a plan with use_cpu set (the cpu backend runs
+ * it in fp32), so it is decided only once.
  * NULL (ctx->err set) only when out of memory or without an engine. */
 static conv_plan *get_plan(ssl_ctx *ctx, const ssl_conv_desc *d, int bwd, int every)
 {
+    int bf16 = ctx->bf16 != 0;
+    every |= bf16;
     dnnl_state *st = get_state(ctx);
     if (!st) return NULL;
     for (int i = 0; i < st->n_plans; i++) {
         conv_plan *p = st->plans[i];
-        if (p->bwd == bwd && p->every == every && p->n_threads == ctx->n_threads &&
-            same_desc(&p->d, d))
+        if (p->bwd == bwd && p->every == every && p->bf16 == bf16 &&
+            p->n_threads == ctx->n_threads && same_desc(&p->d, d))
             return p;
     }
     if (st->n_plans == st->cap) {
@@ -441,6 +458,7 @@ static conv_plan *get_plan(ssl_ctx *ctx, const ssl_conv_desc *d, int bwd, int ev
     p->d = *d;
     p->bwd = bwd;
     p->every = every;
+    p->bf16 = bf16;
     p->n_threads = ctx->n_threads;
     p->cpu_weights = bwd && !every && !dnnl_suits_weights(d);
     if ((!every && !dnnl_suits(d)) || plan_build(p, st)) { /* keep only the key: cpu runs it */
@@ -490,7 +508,8 @@ static void plan_run(ssl_ctx *ctx, conv_plan *p, void *const *tensors, int have_
 static void conv_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
                      const ssl_conv_desc *d, int every)
 {
-    if (!every && !ctx->direct_conv && ssl_winograd_fast() && ssl_winograd_suits(d)) { /* 3x3/1: 1.7-2.3x oneDNN's direct kernels */
+    if (!every && !ctx->bf16 && !ctx->direct_conv && ssl_winograd_fast() &&
+        ssl_winograd_suits(d)) { /* 3x3/1: 1.7-2.3x oneDNN's direct kernels */
         ssl_winograd_conv_fwd(ctx, y, x, w, d);
         return;
     }
@@ -507,7 +526,7 @@ static void conv_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
 static void conv_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy, const float *x,
                      const float *w, const ssl_conv_desc *d, int every)
 {
-    if (!every && !ctx->direct_conv && ssl_winograd_fast() && ssl_winograd_suits(d)) {
+    if (!every && !ctx->bf16 && !ctx->direct_conv && ssl_winograd_fast() && ssl_winograd_suits(d)) {
         ssl_winograd_conv_bwd(ctx, dx, dw, dy, x, w, d);
         return;
     }
@@ -672,12 +691,25 @@ int ssl_dnnl_available(void)
     return 1;
 }
 
+int ssl_dnnl_bf16_available(void)
+{
+    const unsigned bf16 = dnnl_cpu_isa_avx512_core_bf16; /* a set of ISA bits */
+    return ssl_dnnl_available() && ((unsigned)dnnl_get_effective_cpu_isa() & bf16) == bf16;
+}
+
+const char *ssl_dnnl_isa(void)
+{
+    return dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
+}
+
 const ssl_backend *ssl_backend_dnnl(void) { return &dnnl_backend; }
 const ssl_backend *ssl_backend_dnnl_every(void) { return &dnnl_every_backend; }
 
 #else /* built without oneDNN */
 
 int ssl_dnnl_available(void) { return 0; }
+int ssl_dnnl_bf16_available(void) { return 0; }
+const char *ssl_dnnl_isa(void) { return "none (built without oneDNN)"; }
 const ssl_backend *ssl_backend_dnnl(void) { return NULL; }
 const ssl_backend *ssl_backend_dnnl_every(void) { return NULL; }
 

@@ -262,9 +262,10 @@ int ssl_pretrain_knn(const ssl_train_config *user_cfg, const ssl_dataset *train,
     if (cfg->clip_grad > 0)
         snprintf(recipe + at, sizeof recipe - at, " clip %.3g", cfg->clip_grad);
     if (!cfg->quiet)
-        fprintf(stderr, "[%s] %s on %s: %d images, %d steps/epoch, %lld steps, batch %d x %d views, %d threads, %s\n",
+        fprintf(stderr, "[%s] %s on %s: %d images, %d steps/epoch, %lld steps, batch %d x %d views, %d threads%s, %s\n",
                 ops->name, arch, cfg->data, train->n, spe, (long long)total,
-                cfg->batch_size, m->n_views, ctx->n_threads, recipe);
+                cfg->batch_size, m->n_views, ctx->n_threads, ctx->bf16 ? " (bf16 convolutions)" : "",
+                recipe);
 
     int64_t stop = cfg->stop_after > 0 && cfg->stop_after < total ? cfg->stop_after : total;
     const int B = cfg->batch_size;
