@@ -34,6 +34,11 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define WG_AVX 1
+#ifdef __AVX512F__
+/* the GEMM micro-kernel 16 columns (two tile positions) a vector; the
+ * transforms stay 8-wide */
+#define WG_AVX512 1
+#endif
 #endif
 
 /* ---- 8-wide float vectors: AVX2 + FMA, or plain C ---- */
@@ -543,22 +548,86 @@ static void transform_weights(ssl_ctx *ctx, float *U, const float *w, int K, int
         (void)c32;                                                                       \
     }
 UKR_DEF(1)
+#ifndef WG_AVX512
 UKR_DEF(2)
 UKR_DEF(3)
 #endif
+#endif
 
-/* Vectors for the next micro-kernel call with rem columns left (a multiple
- * of 8): 3, but 2 + 2 rather than 3 + 1 for 32 (the 1-vector kernel has a
- * third of the 3-vector one's work per load). */
+#ifdef WG_AVX512
+/* The same with 16-wide vectors: M (4 rows, NV*16 columns), 12 zmm sums. */
+#define UKR5_ROW(R)                                             \
+    do {                                                        \
+        __m512 a_ = _mm512_set1_ps(u[R]);                       \
+        c##R##0 = _mm512_fmadd_ps(a_, b0, c##R##0);             \
+        if (NV > 1) c##R##1 = _mm512_fmadd_ps(a_, b1, c##R##1); \
+        if (NV > 2) c##R##2 = _mm512_fmadd_ps(a_, b2, c##R##2); \
+    } while (0)
+#define UKR5_LOAD(R)                                                   \
+    do {                                                               \
+        c##R##0 = _mm512_loadu_ps(mo + (R) * ldm);                     \
+        if (NV > 1) c##R##1 = _mm512_loadu_ps(mo + (R) * ldm + 16);    \
+        if (NV > 2) c##R##2 = _mm512_loadu_ps(mo + (R) * ldm + 32);    \
+    } while (0)
+#define UKR5_STORE(R)                                                  \
+    do {                                                               \
+        _mm512_storeu_ps(mo + (R) * ldm, c##R##0);                     \
+        if (NV > 1) _mm512_storeu_ps(mo + (R) * ldm + 16, c##R##1);    \
+        if (NV > 2) _mm512_storeu_ps(mo + (R) * ldm + 32, c##R##2);    \
+    } while (0)
+#define UKR5_DEF(NV_)                                                                    \
+    static void ukr5_##NV_(int len, const float *u, size_t ldu, const float *v,          \
+                           size_t ldv, float *mo, size_t ldm, int acc)                   \
+    {                                                                                    \
+        const int NV = NV_;                                                              \
+        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00,    \
+               c12 = c00, c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00,         \
+               c32 = c00;                                                                \
+        if (acc) {                                                                       \
+            UKR5_LOAD(0); UKR5_LOAD(1); UKR5_LOAD(2); UKR5_LOAD(3);                      \
+        }                                                                                \
+        for (int n = 0; n < len; n++) {                                                  \
+            __m512 b0 = _mm512_loadu_ps(v), b1 = b0, b2 = b0;                            \
+            if (NV > 1) b1 = _mm512_loadu_ps(v + 16);                                    \
+            if (NV > 2) b2 = _mm512_loadu_ps(v + 32);                                    \
+            __asm__("" : "+v"(b0));                                                      \
+            if (NV > 1) __asm__("" : "+v"(b1));                                          \
+            if (NV > 2) __asm__("" : "+v"(b2));                                          \
+            UKR5_ROW(0); UKR5_ROW(1); UKR5_ROW(2); UKR5_ROW(3);                          \
+            u += ldu;                                                                    \
+            v += ldv;                                                                    \
+        }                                                                                \
+        UKR5_STORE(0); UKR5_STORE(1); UKR5_STORE(2); UKR5_STORE(3);                      \
+        (void)c01; (void)c02; (void)c11; (void)c12; (void)c21; (void)c22; (void)c31;     \
+        (void)c32;                                                                       \
+    }
+UKR5_DEF(1)
+UKR5_DEF(2)
+UKR5_DEF(3)
+#endif
+
+/* 8-column units for the next micro-kernel call with rem columns left (a
+ * multiple of 8): 3, but 2 + 2 rather than 3 + 1 for 32 (the 1-vector
+ * kernel has a third of the 3-vector one's work per load); with AVX-512 the
+ * same in 16-column vectors (6, 4 + 4 for 64, 4, 2), and 1 for a last 8. */
 static inline int next_nv(int rem)
 {
+#ifdef WG_AVX512
+    return rem >= 48 && rem != 64 ? 6 : rem >= 32 ? 4 : rem >= 16 ? 2 : 1;
+#else
     return rem >= 24 && rem != 32 ? 3 : rem >= 16 ? 2 : 1;
+#endif
 }
 
 static void ukr(int nv, int len, const float *u, size_t ldu, const float *v, size_t ldv,
                 float *mo, size_t ldm, int acc)
 {
-#ifdef WG_AVX
+#ifdef WG_AVX512
+    if (nv == 6) ukr5_3(len, u, ldu, v, ldv, mo, ldm, acc);
+    else if (nv == 4) ukr5_2(len, u, ldu, v, ldv, mo, ldm, acc);
+    else if (nv == 2) ukr5_1(len, u, ldu, v, ldv, mo, ldm, acc);
+    else ukr1(len, u, ldu, v, ldv, mo, ldm, acc);
+#elif defined(WG_AVX)
     if (nv == 3) ukr3(len, u, ldu, v, ldv, mo, ldm, acc);
     else if (nv == 2) ukr2(len, u, ldu, v, ldv, mo, ldm, acc);
     else ukr1(len, u, ldu, v, ldv, mo, ldm, acc);
