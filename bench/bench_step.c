@@ -489,9 +489,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < a.steps; i++) printf("%s%.4f", i ? "," : "", step_s[i]);
     printf("],\"gflop_per_img\":%.5f,\"gflops\":%.3f,\"peak_rss_mb\":%.1f,"
            "\"loader_ms_per_batch\":%.2f,\"loader_workers\":%d,\"loader_frac_of_step\":%.4f,"
-           "\"arena_mb\":%.1f,\"last_loss\":%.5f",
+           "\"arena_mb\":%.1f,\"scratch_mb\":%.1f,\"last_loss\":%.5f",
            gflop_img, gflop_img * ips, ssl_peak_rss() / 1048576.0, loader_ms, a.workers,
-           loader_ms / 1e3 / s_step, g.arena.high_water / 1048576.0, last_loss);
+           loader_ms / 1e3 / s_step, g.arena.high_water / 1048576.0,
+           ctx.scratch.size / 1048576.0, last_loss);
     if (a.profile) print_profile(&prof, a.steps, s_step);
     printf("}\n");
 
