@@ -9,7 +9,7 @@ Usage: /usr/bin/python3 bench/torch_pretrain.py [--data fashion-mnist|DIR]
 Model, loss and optimizer are bench/torch_step.py's (imported, not copied):
 WidthResNet (1 input channel, 3x3/1 stem, no max-pool, channels 16/32/64/128,
 fc = Identity), projector Linear(128,2048)-BN-ReLU-Linear(2048,128), one
-encoder pass over cat(view0, view1), NT-Xent T 0.2 over the 2N views; LARS
+encoder pass over cat(view0, view1), NT-Xent (T 0.2, --temperature) over the 2N views; LARS
 (eta 0.001, momentum 0.9, wd 1e-6; biases and BN affine: no weight decay, no
 trust ratio) at lr 0.075 x sqrt(B), warm-up 0.5 epochs ((step+1)/warmup)
 then cosine to 0, set every step. The schedule is src/train/pretrain.c's:
@@ -159,6 +159,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature")
     ap.add_argument("--global-scale-min", type=float, default=0.08,
                     help="smallest crop area (selfsup's --global-scale-min; SimCLR 0.08)")
     ap.add_argument("--out", default="", help="jsonl of the k-NN lines")
@@ -168,6 +169,8 @@ def main():
     a = ap.parse_args()
     if not 0 < a.global_scale_min <= 1:
         sys.exit(f"torch_pretrain: --global-scale-min {a.global_scale_min} must be in (0, 1]")
+    if not a.temperature > 0:
+        sys.exit(f"torch_pretrain: --temperature {a.temperature} must be > 0")
     if a.stop_seconds < 0 or (a.stop_seconds and not a.knn_every):
         sys.exit("torch_pretrain: --stop-seconds must be >= 0 and needs --knn-every")
     if a.knn_every < 0 or a.epochs < 0 or a.steps < 0 or a.threads < 1 or a.workers < 0:
@@ -193,6 +196,7 @@ def main():
     block, layers = LAYERS[18]
     encoder = WidthResNet(block, layers, a.width, 1, True)
     method = SimCLR(encoder, 8 * a.width, side)
+    method.temperature = a.temperature
     for t in method.trained():
         t.train()
     kind, base_lr, scale, wd, mom, warmup_epochs = method.recipe
@@ -221,7 +225,8 @@ def main():
         log.flush()
     print(f"[torch_pretrain] simclr R18 w{a.width} on {folder}: {n} images, {spe} steps/epoch, "
           f"{total} steps, batch {B} x 2 views, {torch.get_num_threads()} threads, "
-          f"{a.workers} loader workers, lars lr {peak_lr:.3g} wd {wd:g}", file=sys.stderr)
+          f"{a.workers} loader workers, lars lr {peak_lr:.3g} wd {wd:g}, "
+          f"temperature {a.temperature:g}", file=sys.stderr)
 
     def evaluate(step, clock):
         t0 = time.perf_counter()

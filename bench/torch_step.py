@@ -157,6 +157,7 @@ def ntxent(z, temperature):
 class SimCLR:
     recipe = ("lars", 0.075, "sqrt", 1e-6, 0.9, 0.5)  # src/methods/simclr.c .optim
     teacher_views = 0
+    temperature = 0.2  # selfsup's --temperature default
 
     def __init__(self, encoder, feat, size):
         self.encoder = encoder
@@ -169,7 +170,7 @@ class SimCLR:
 
     def loss(self, views, step, spe):
         h = self.encoder(torch.cat(views, 0))
-        return ntxent(F.normalize(self.projector(h), dim=1), 0.2)
+        return ntxent(F.normalize(self.projector(h), dim=1), self.temperature)
 
     def after_backward(self, step, spe):
         pass

@@ -28,6 +28,8 @@
 #   CROP_MIN    smallest crop area of the random resized crops (default 0.08,
 #               SimCLR's; selfsup's --global-scale-min)
 #   BATCH       batch size (default 256)
+#   TEMPERATURE NT-Xent temperature of both sides (default 0.2, SimCLR's
+#               recipe here; selfsup's --temperature)
 #   WIDTH       ResNet-18 base width of both sides (default 16, selfsup's default)
 #   SEED        (default 1)
 #   THRESHOLDS  k-NN k=20 top-1 targets in percent (default "80 85")
@@ -61,6 +63,7 @@ BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 
 CROP_MIN=${CROP_MIN:-0.08}
+TEMPERATURE=${TEMPERATURE:-0.2}
 TORCH_CAP=${TORCH_CAP:-0}
 if ! awk -v k="$TORCH_CAP" 'BEGIN { exit !(k ~ /^[0-9]*\.?[0-9]+$/) }'; then
     echo "time_to_accuracy: TORCH_CAP must be a number >= 0 (got '$TORCH_CAP')" >&2
@@ -80,7 +83,7 @@ for side in $SIDES; do
         echo "time_to_accuracy: selfsup, $EPOCHS epochs on $THREADS threads (progress: $OUT/selfsup.log)" >&2
         "$BUILD/selfsup" pretrain --data "$DATA" --epochs "$EPOCHS" --batch-size "$BATCH" --width "$WIDTH" \
             --threads "$THREADS" --workers "$WORKERS" --seed "$SEED" --knn-every "$KNN_EVERY" \
-            --global-scale-min "$CROP_MIN" --no-eval --out "$OUT/selfsup" 2>"$OUT/selfsup.log" ||
+            --global-scale-min "$CROP_MIN" --temperature "$TEMPERATURE" --no-eval --out "$OUT/selfsup" 2>"$OUT/selfsup.log" ||
             { tail -n 3 "$OUT/selfsup.log" >&2; exit 1; }
         ;;
     pytorch)
@@ -100,7 +103,7 @@ CAP
         echo "time_to_accuracy: PyTorch, $EPOCHS epochs on $THREADS threads$([ "$stop" != 0 ] && echo ", stopped past $stop s of training") (progress: $OUT/pytorch.log)" >&2
         "$PYTHON" bench/torch_pretrain.py --data "$DATA" --epochs "$EPOCHS" --batch-size "$BATCH" --width "$WIDTH" \
             --threads "$THREADS" --workers "$WORKERS" --seed "$SEED" --knn-every "$KNN_EVERY" \
-            --global-scale-min "$CROP_MIN" --stop-seconds "$stop" --out "$OUT/pytorch.jsonl" >/dev/null 2>"$OUT/pytorch.log" ||
+            --global-scale-min "$CROP_MIN" --temperature "$TEMPERATURE" --stop-seconds "$stop" --out "$OUT/pytorch.jsonl" >/dev/null 2>"$OUT/pytorch.log" ||
             { tail -n 3 "$OUT/pytorch.log" >&2; exit 1; }
         ;;
     *)
@@ -110,7 +113,7 @@ CAP
     esac
 done
 
-SETTINGS="data $DATA, width $WIDTH, batch $BATCH, $EPOCHS epochs, $THREADS compute threads and $WORKERS loader worker(s) per side, seed $SEED, crop area [$CROP_MIN, 1], k-NN every $KNN_EVERY epoch(s) and at the end"
+SETTINGS="data $DATA, width $WIDTH, batch $BATCH, $EPOCHS epochs, $THREADS compute threads and $WORKERS loader worker(s) per side, seed $SEED, crop area [$CROP_MIN, 1], temperature $TEMPERATURE, k-NN every $KNN_EVERY epoch(s) and at the end"
 "$PYTHON" - "$OUT" "$THRESHOLDS" "$SETTINGS" "$LOAD_BEFORE" <<'EOF'
 import json, os, platform, sys, time
 out, thresholds = sys.argv[1], [float(t) for t in sys.argv[2].split()]
