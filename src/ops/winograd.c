@@ -501,109 +501,66 @@ static void transform_weights(ssl_ctx *ctx, float *U, const float *w, int K, int
  *   u[n*ldu + r] (row r's factor) * v[n*ldv + 0 .. nv*8)
  * 12 accumulators in registers; acc: M's values are the starting sums. */
 #ifdef WG_AVX
-#define UKR_ROW(R)                                              \
-    do {                                                        \
-        __m256 a_ = _mm256_broadcast_ss(u + (R));               \
-        c##R##0 = _mm256_fmadd_ps(a_, b0, c##R##0);             \
-        if (NV > 1) c##R##1 = _mm256_fmadd_ps(a_, b1, c##R##1); \
-        if (NV > 2) c##R##2 = _mm256_fmadd_ps(a_, b2, c##R##2); \
+/* One kernel family per vector width: B bits (256 or 512), W floats a
+ * vector, RC the asm register class that pins b in registers ("v" reaches
+ * zmm16-31). ukr<B>_<NV>: M (4 rows, NV*W columns), 12 vector sums. */
+#define WG_BCAST256(p) _mm256_broadcast_ss(p)
+#define WG_BCAST512(p) _mm512_set1_ps(*(p))
+#define UKR_ROW(B, R)                                                 \
+    do {                                                              \
+        __m##B a_ = WG_BCAST##B(u + (R));                             \
+        c##R##0 = _mm##B##_fmadd_ps(a_, b0, c##R##0);                 \
+        if (NV > 1) c##R##1 = _mm##B##_fmadd_ps(a_, b1, c##R##1);     \
+        if (NV > 2) c##R##2 = _mm##B##_fmadd_ps(a_, b2, c##R##2);     \
     } while (0)
-#define UKR_LOAD(R)                                                    \
-    do {                                                               \
-        c##R##0 = _mm256_loadu_ps(mo + (R) * ldm);                     \
-        if (NV > 1) c##R##1 = _mm256_loadu_ps(mo + (R) * ldm + 8);     \
-        if (NV > 2) c##R##2 = _mm256_loadu_ps(mo + (R) * ldm + 16);    \
+#define UKR_LOAD(B, W, R)                                                  \
+    do {                                                                   \
+        c##R##0 = _mm##B##_loadu_ps(mo + (R) * ldm);                       \
+        if (NV > 1) c##R##1 = _mm##B##_loadu_ps(mo + (R) * ldm + (W));     \
+        if (NV > 2) c##R##2 = _mm##B##_loadu_ps(mo + (R) * ldm + 2 * (W)); \
     } while (0)
-#define UKR_STORE(R)                                                   \
-    do {                                                               \
-        _mm256_storeu_ps(mo + (R) * ldm, c##R##0);                     \
-        if (NV > 1) _mm256_storeu_ps(mo + (R) * ldm + 8, c##R##1);     \
-        if (NV > 2) _mm256_storeu_ps(mo + (R) * ldm + 16, c##R##2);    \
+#define UKR_STORE(B, W, R)                                                 \
+    do {                                                                   \
+        _mm##B##_storeu_ps(mo + (R) * ldm, c##R##0);                       \
+        if (NV > 1) _mm##B##_storeu_ps(mo + (R) * ldm + (W), c##R##1);     \
+        if (NV > 2) _mm##B##_storeu_ps(mo + (R) * ldm + 2 * (W), c##R##2); \
     } while (0)
-#define UKR_DEF(NV_)                                                                     \
-    static void ukr##NV_(int len, const float *u, size_t ldu, const float *v, size_t ldv, \
-                         float *mo, size_t ldm, int acc)                                 \
+#define UKR_DEF(B, W, RC, NV_)                                                           \
+    static void ukr##B##_##NV_(int len, const float *u, size_t ldu, const float *v,      \
+                               size_t ldv, float *mo, size_t ldm, int acc)               \
     {                                                                                    \
         const int NV = NV_;                                                              \
-        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00,    \
+        __m##B c00 = _mm##B##_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00,  \
                c12 = c00, c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00,         \
                c32 = c00;                                                                \
         if (acc) {                                                                       \
-            UKR_LOAD(0); UKR_LOAD(1); UKR_LOAD(2); UKR_LOAD(3);                          \
+            UKR_LOAD(B, W, 0); UKR_LOAD(B, W, 1); UKR_LOAD(B, W, 2); UKR_LOAD(B, W, 3);  \
         }                                                                                \
         for (int n = 0; n < len; n++) {                                                  \
-            __m256 b0 = _mm256_loadu_ps(v), b1 = b0, b2 = b0;                            \
-            if (NV > 1) b1 = _mm256_loadu_ps(v + 8);                                     \
-            if (NV > 2) b2 = _mm256_loadu_ps(v + 16);                                    \
+            __m##B b0 = _mm##B##_loadu_ps(v), b1 = b0, b2 = b0;                          \
+            if (NV > 1) b1 = _mm##B##_loadu_ps(v + (W));                                 \
+            if (NV > 2) b2 = _mm##B##_loadu_ps(v + 2 * (W));                             \
             /* keeps b in registers: folded into each FMA they would cost 4x the loads */ \
-            __asm__("" : "+x"(b0));                                                      \
-            if (NV > 1) __asm__("" : "+x"(b1));                                          \
-            if (NV > 2) __asm__("" : "+x"(b2));                                          \
-            UKR_ROW(0); UKR_ROW(1); UKR_ROW(2); UKR_ROW(3);                              \
+            __asm__("" : "+" RC(b0));                                                    \
+            if (NV > 1) __asm__("" : "+" RC(b1));                                        \
+            if (NV > 2) __asm__("" : "+" RC(b2));                                        \
+            UKR_ROW(B, 0); UKR_ROW(B, 1); UKR_ROW(B, 2); UKR_ROW(B, 3);                  \
             u += ldu;                                                                    \
             v += ldv;                                                                    \
         }                                                                                \
-        UKR_STORE(0); UKR_STORE(1); UKR_STORE(2); UKR_STORE(3);                          \
+        UKR_STORE(B, W, 0); UKR_STORE(B, W, 1); UKR_STORE(B, W, 2); UKR_STORE(B, W, 3);  \
         (void)c01; (void)c02; (void)c11; (void)c12; (void)c21; (void)c22; (void)c31;     \
         (void)c32;                                                                       \
     }
-UKR_DEF(1)
-#ifndef WG_AVX512
-UKR_DEF(2)
-UKR_DEF(3)
-#endif
-#endif
-
+UKR_DEF(256, 8, "x", 1)
 #ifdef WG_AVX512
-/* The same with 16-wide vectors: M (4 rows, NV*16 columns), 12 zmm sums. */
-#define UKR5_ROW(R)                                             \
-    do {                                                        \
-        __m512 a_ = _mm512_set1_ps(u[R]);                       \
-        c##R##0 = _mm512_fmadd_ps(a_, b0, c##R##0);             \
-        if (NV > 1) c##R##1 = _mm512_fmadd_ps(a_, b1, c##R##1); \
-        if (NV > 2) c##R##2 = _mm512_fmadd_ps(a_, b2, c##R##2); \
-    } while (0)
-#define UKR5_LOAD(R)                                                   \
-    do {                                                               \
-        c##R##0 = _mm512_loadu_ps(mo + (R) * ldm);                     \
-        if (NV > 1) c##R##1 = _mm512_loadu_ps(mo + (R) * ldm + 16);    \
-        if (NV > 2) c##R##2 = _mm512_loadu_ps(mo + (R) * ldm + 32);    \
-    } while (0)
-#define UKR5_STORE(R)                                                  \
-    do {                                                               \
-        _mm512_storeu_ps(mo + (R) * ldm, c##R##0);                     \
-        if (NV > 1) _mm512_storeu_ps(mo + (R) * ldm + 16, c##R##1);    \
-        if (NV > 2) _mm512_storeu_ps(mo + (R) * ldm + 32, c##R##2);    \
-    } while (0)
-#define UKR5_DEF(NV_)                                                                    \
-    static void ukr5_##NV_(int len, const float *u, size_t ldu, const float *v,          \
-                           size_t ldv, float *mo, size_t ldm, int acc)                   \
-    {                                                                                    \
-        const int NV = NV_;                                                              \
-        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00,    \
-               c12 = c00, c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00,         \
-               c32 = c00;                                                                \
-        if (acc) {                                                                       \
-            UKR5_LOAD(0); UKR5_LOAD(1); UKR5_LOAD(2); UKR5_LOAD(3);                      \
-        }                                                                                \
-        for (int n = 0; n < len; n++) {                                                  \
-            __m512 b0 = _mm512_loadu_ps(v), b1 = b0, b2 = b0;                            \
-            if (NV > 1) b1 = _mm512_loadu_ps(v + 16);                                    \
-            if (NV > 2) b2 = _mm512_loadu_ps(v + 32);                                    \
-            __asm__("" : "+v"(b0));                                                      \
-            if (NV > 1) __asm__("" : "+v"(b1));                                          \
-            if (NV > 2) __asm__("" : "+v"(b2));                                          \
-            UKR5_ROW(0); UKR5_ROW(1); UKR5_ROW(2); UKR5_ROW(3);                          \
-            u += ldu;                                                                    \
-            v += ldv;                                                                    \
-        }                                                                                \
-        UKR5_STORE(0); UKR5_STORE(1); UKR5_STORE(2); UKR5_STORE(3);                      \
-        (void)c01; (void)c02; (void)c11; (void)c12; (void)c21; (void)c22; (void)c31;     \
-        (void)c32;                                                                       \
-    }
-UKR5_DEF(1)
-UKR5_DEF(2)
-UKR5_DEF(3)
+UKR_DEF(512, 16, "v", 1)
+UKR_DEF(512, 16, "v", 2)
+UKR_DEF(512, 16, "v", 3)
+#else
+UKR_DEF(256, 8, "x", 2)
+UKR_DEF(256, 8, "x", 3)
+#endif
 #endif
 
 /* 8-column units for the next micro-kernel call with rem columns left (a
@@ -623,14 +580,14 @@ static void ukr(int nv, int len, const float *u, size_t ldu, const float *v, siz
                 float *mo, size_t ldm, int acc)
 {
 #ifdef WG_AVX512
-    if (nv == 6) ukr5_3(len, u, ldu, v, ldv, mo, ldm, acc);
-    else if (nv == 4) ukr5_2(len, u, ldu, v, ldv, mo, ldm, acc);
-    else if (nv == 2) ukr5_1(len, u, ldu, v, ldv, mo, ldm, acc);
-    else ukr1(len, u, ldu, v, ldv, mo, ldm, acc);
+    if (nv == 6) ukr512_3(len, u, ldu, v, ldv, mo, ldm, acc);
+    else if (nv == 4) ukr512_2(len, u, ldu, v, ldv, mo, ldm, acc);
+    else if (nv == 2) ukr512_1(len, u, ldu, v, ldv, mo, ldm, acc);
+    else ukr256_1(len, u, ldu, v, ldv, mo, ldm, acc);
 #elif defined(WG_AVX)
-    if (nv == 3) ukr3(len, u, ldu, v, ldv, mo, ldm, acc);
-    else if (nv == 2) ukr2(len, u, ldu, v, ldv, mo, ldm, acc);
-    else ukr1(len, u, ldu, v, ldv, mo, ldm, acc);
+    if (nv == 3) ukr256_3(len, u, ldu, v, ldv, mo, ldm, acc);
+    else if (nv == 2) ukr256_2(len, u, ldu, v, ldv, mo, ldm, acc);
+    else ukr256_1(len, u, ldu, v, ldv, mo, ldm, acc);
 #else
     float s[4][24];
     for (int r = 0; r < 4; r++)
