@@ -595,23 +595,56 @@ static void cpu_linear_bwd(ssl_ctx *ctx, float *dx, float *dw, float *db, const 
 }
 
 /* The stem's one max-pool is cheap: the reference serves. */
+/* Pooling goes plane by plane, and a plane (one image's channel) is
+ * contiguous in both layouts, in (n, c) or (c, n) order: each thread pools
+ * a run of planes with the reference, as a (1, planes) NCHW tensor, so the
+ * results are the reference's bit for bit. */
+typedef enum { POOL_MAX_FWD, POOL_MAX_BWD, POOL_AVG_FWD, POOL_AVG_BWD } pool_kind;
+
+static void pool_planes(ssl_ctx *ctx, pool_kind kind, float *out, int32_t *argmax_out,
+                        const float *in, const int32_t *argmax_in, const ssl_pool_desc *d)
+{
+    const ssl_backend *ref = ssl_backend_ref();
+    const long P = (long)d->N * d->C, xs = (long)d->H * d->W, ys = (long)d->OH * d->OW;
+    if (P <= 0) return;
+    const int T = P < ctx->n_threads ? (int)P : ctx->n_threads;
+#pragma omp parallel for schedule(static) num_threads(T)
+    for (int t = 0; t < T; t++) {
+        const long p0 = P * t / T, p1 = P * (t + 1) / T;
+        ssl_pool_desc r = *d;
+        r.N = 1;
+        r.C = (int)(p1 - p0);
+        r.layout = SSL_LAYOUT_NCHW;
+        switch (kind) {
+        case POOL_MAX_FWD:
+            ref->maxpool_fwd(ctx, out + p0 * ys, argmax_out + p0 * ys, in + p0 * xs, &r);
+            break;
+        case POOL_MAX_BWD:
+            ref->maxpool_bwd(ctx, out + p0 * xs, in + p0 * ys, argmax_in + p0 * ys, &r);
+            break;
+        case POOL_AVG_FWD: ref->avgpool_fwd(ctx, out + p0 * ys, in + p0 * xs, &r); break;
+        case POOL_AVG_BWD: ref->avgpool_bwd(ctx, out + p0 * xs, in + p0 * ys, &r); break;
+        }
+    }
+}
+
 static void cpu_maxpool_fwd(ssl_ctx *ctx, float *y, int32_t *argmax, const float *x,
                             const ssl_pool_desc *d)
 {
-    ssl_backend_ref()->maxpool_fwd(ctx, y, argmax, x, d);
+    pool_planes(ctx, POOL_MAX_FWD, y, argmax, x, NULL, d);
 }
 static void cpu_maxpool_bwd(ssl_ctx *ctx, float *dx, const float *dy, const int32_t *argmax,
                             const ssl_pool_desc *d)
 {
-    ssl_backend_ref()->maxpool_bwd(ctx, dx, dy, argmax, d);
+    pool_planes(ctx, POOL_MAX_BWD, dx, NULL, dy, argmax, d);
 }
 static void cpu_avgpool_fwd(ssl_ctx *ctx, float *y, const float *x, const ssl_pool_desc *d)
 {
-    ssl_backend_ref()->avgpool_fwd(ctx, y, x, d);
+    pool_planes(ctx, POOL_AVG_FWD, y, NULL, x, NULL, d);
 }
 static void cpu_avgpool_bwd(ssl_ctx *ctx, float *dx, const float *dy, const ssl_pool_desc *d)
 {
-    ssl_backend_ref()->avgpool_bwd(ctx, dx, dy, d);
+    pool_planes(ctx, POOL_AVG_BWD, dx, NULL, dy, NULL, d);
 }
 
 static const ssl_backend cpu_backend = {
