@@ -308,9 +308,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_step: --backend: %s\n", err);
         return 2;
     }
-    if (a.bf16 && (ctx.backend != ssl_backend_dnnl() || !ssl_dnnl_bf16_available())) {
-        fprintf(stderr, "bench_step: --bf16 1 needs the dnnl backend and AVX512-BF16 or AMX "
-                        "(oneDNN's ISA: %s)\n", ssl_dnnl_isa());
+    if (a.bf16 && ssl_dnnl_bf16_check(ctx.backend, err)) {
+        fprintf(stderr, "bench_step: --bf16 1: %s\n", err);
         return 2;
     }
     ctx.bf16 = a.bf16;

@@ -27,6 +27,9 @@ const ssl_backend *ssl_backend_dnnl_every(void);
 int ssl_dnnl_bf16_available(void);
 /* oneDNN's effective ISA as a name ("cpu_isa_avx2"), for messages. */
 const char *ssl_dnnl_isa(void);
+/* SSL_OK when ctx->bf16 can run on backend be (the dnnl backend on a CPU
+ * with bf16), else SSL_EDEVICE with a one-line reason in err. */
+int ssl_dnnl_bf16_check(const ssl_backend *be, char *err);
 
 #ifdef __cplusplus
 }

@@ -231,19 +231,12 @@ int cli_ctx(const char *cmd, const cli_opts *o, ssl_ctx *ctx)
     }
     ctx->backend = be;
     if (!o->precision[0] || !strcmp(o->precision, "fp32")) return CLI_OK;
-    char msg[SSL_ERR_LEN];
-    if (strcmp(o->precision, "bf16"))
-        snprintf(msg, sizeof msg, "--precision '%s' unknown (fp32, bf16)", o->precision);
-    else if (be != ssl_backend_dnnl())
-        snprintf(msg, sizeof msg, "--precision bf16 runs on the dnnl backend only, not '%s'",
-                 be->name);
-    else if (!ssl_dnnl_bf16_available())
-        snprintf(msg, sizeof msg, "--precision bf16 needs a CPU with AVX512-BF16 or AMX "
-                 "(oneDNN's ISA here: %s); use fp32", ssl_dnnl_isa());
-    else
-        msg[0] = 0;
-    if (msg[0]) {
-        cli_error(cmd, msg);
+    int bad = strcmp(o->precision, "bf16")
+                  ? ssl_fail(ctx->err, SSL_EINVAL, "--precision '%s' unknown (fp32, bf16)",
+                             o->precision)
+                  : ssl_dnnl_bf16_check(be, ctx->err);
+    if (bad) {
+        cli_error(cmd, ctx->err);
         return CLI_USAGE;
     }
     ctx->bf16 = 1;

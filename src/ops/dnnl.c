@@ -702,6 +702,17 @@ const char *ssl_dnnl_isa(void)
     return dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
 }
 
+int ssl_dnnl_bf16_check(const ssl_backend *be, char *err)
+{
+    if (be != ssl_backend_dnnl())
+        return ssl_fail(err, SSL_EDEVICE, "--precision bf16 runs on the dnnl backend only, not '%s'",
+                        be ? be->name : "none");
+    if (!ssl_dnnl_bf16_available())
+        return ssl_fail(err, SSL_EDEVICE, "--precision bf16 needs a CPU with AVX512-BF16 or AMX "
+                        "(oneDNN's ISA here: %s); use fp32", ssl_dnnl_isa());
+    return SSL_OK;
+}
+
 const ssl_backend *ssl_backend_dnnl(void) { return &dnnl_backend; }
 const ssl_backend *ssl_backend_dnnl_every(void) { return &dnnl_every_backend; }
 
@@ -710,6 +721,11 @@ const ssl_backend *ssl_backend_dnnl_every(void) { return &dnnl_every_backend; }
 int ssl_dnnl_available(void) { return 0; }
 int ssl_dnnl_bf16_available(void) { return 0; }
 const char *ssl_dnnl_isa(void) { return "none (built without oneDNN)"; }
+int ssl_dnnl_bf16_check(const ssl_backend *be, char *err)
+{
+    return ssl_fail(err, SSL_EDEVICE, "--precision bf16 runs on the dnnl backend only, not '%s'",
+                    be ? be->name : "none");
+}
 const ssl_backend *ssl_backend_dnnl(void) { return NULL; }
 const ssl_backend *ssl_backend_dnnl_every(void) { return NULL; }
 
