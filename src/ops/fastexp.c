@@ -113,3 +113,49 @@ float ssl_fast_maxf(const float *x, long n)
     for (long k = 0; k < n; k++) m = x[k] > m ? x[k] : m;
     return m;
 }
+
+/* erfc(z) / 2 for z >= 0 (or NaN): erfc(z) = t exp(-z^2 + P(t)),
+ * t = 1 / (1 + z / 2), with P the degree-9 Chebyshev fit of Press et al.
+ * (Numerical Recipes, erfcc: relative error below 1.2e-7 for every z >= 0;
+ * the float evaluation adds a few ulps). No cancellation: it is relative
+ * to erfc itself, also in the far tail, where it underflows to 0. */
+static inline float half_erfc(float z)
+{
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    return 0.5f * t * exp_core(clamp_arg(p - z * z));
+}
+
+#define INV_SQRT2 0.707106781186547524f
+#define INV_SQRT_2PI 0.398942280401432678f
+
+/* Phi(x): erfc(|x| / sqrt 2) / 2 below 0, 1 minus it above (a select, so
+ * the loop stays vector code); NaN stays NaN. */
+static inline float normal_cdf(float x)
+{
+    float c = half_erfc(fabsf(x) * INV_SQRT2);
+    return x < 0 ? c : 1.0f - c;
+}
+
+void ssl_fast_gelu(float *y, const float *x, long n)
+{
+    for (long i = 0; i < n; i++) y[i] = x[i] * normal_cdf(x[i]);
+}
+
+void ssl_fast_gelu_grad(float *dx, const float *x, const float *dy, long n)
+{
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        float pdf = INV_SQRT_2PI * exp_core(clamp_arg(-0.5f * v * v));
+        dx[i] += dy[i] * (normal_cdf(v) + v * pdf);
+    }
+}
