@@ -497,6 +497,7 @@ static void test_backends(ssl_ctx *ctx)
     test_gap(ctx, &rng, 3, 5, 63);
     test_linear(ctx, &rng, 7, 13, 5);
     test_linear(ctx, &rng, 1, 4, 3);
+    test_linear(ctx, &rng, 33, 9, 530); /* bias gradient: more than one block of 256 columns per thread */
 }
 
 /* ------------------------------------------ part 2: finite differences */

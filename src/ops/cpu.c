@@ -571,6 +571,8 @@ static void cpu_linear_fwd(ssl_ctx *ctx, float *y, const float *x, const float *
     }
 }
 
+#define LINEAR_DB_COLS 256 /* 1 KB of bias-gradient sums */
+
 static void cpu_linear_bwd(ssl_ctx *ctx, float *dx, float *dw, float *db, const float *dy,
                            const float *x, const float *w, int N, int I, int O)
 {
@@ -584,11 +586,17 @@ static void cpu_linear_bwd(ssl_ctx *ctx, float *dx, float *dw, float *db, const 
         int o0 = t * orows, ocnt = O - o0 < orows ? O - o0 : orows;
         if (ocnt > 0) { /* rows o0.. of dw: dy[:, o0..]^T x */
             ssl_sgemm(1, 0, ocnt, I, N, 1.0f, dy + o0, O, x, I, 1.0f, dw + (long)o0 * I, I);
-            if (db)
-                for (int o = o0; o < o0 + ocnt; o++) {
-                    float s = 0;
-                    for (int n = 0; n < N; n++) s += dy[(long)n * O + o];
-                    db[o] += s;
+            if (db) /* column sums of dy, LINEAR_DB_COLS columns at a time along
+                       the rows (vector code); each column still sums its rows in
+                       order from 0, as one scalar loop per column would */
+                for (int c0 = o0; c0 < o0 + ocnt; c0 += LINEAR_DB_COLS) {
+                    int nc = o0 + ocnt - c0 < LINEAR_DB_COLS ? o0 + ocnt - c0 : LINEAR_DB_COLS;
+                    float acc[LINEAR_DB_COLS] = {0};
+                    for (int n = 0; n < N; n++) {
+                        const float *row = dy + (long)n * O + c0;
+                        for (int j = 0; j < nc; j++) acc[j] += row[j];
+                    }
+                    for (int j = 0; j < nc; j++) db[c0 + j] += acc[j];
                 }
         }
     }
