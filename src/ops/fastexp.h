@@ -1,10 +1,11 @@
 /* A float exp that compilers vectorise, for the softmaxes of the losses,
- * and GELU built on it (internal to the library). The library builds without -ffast-math, so gcc
- * calls libm's expf once per element in a loop; these are plain C that gcc
- * turns into 8-wide AVX2 code at -O3 -march=native (and that stays correct,
- * only slower, in any other build). Sums are taken in float over blocks of
- * a fixed size and the blocks added in double, in one fixed order: the
- * result depends neither on the vector width nor on threads. */
+ * and GELU built on it (internal to the library). The library builds
+ * without -ffast-math, so gcc calls libm's expf once per element in a loop;
+ * these are plain C that gcc turns into 8- or 16-wide vector code at -O3
+ * -march=native (and that stays correct, only slower, in any other build).
+ * Sums are taken in float over blocks of a fixed size and the blocks added
+ * in double, in one fixed order: the result depends neither on the vector
+ * width nor on threads. */
 #ifndef SELFSUP_OPS_FASTEXP_H
 #define SELFSUP_OPS_FASTEXP_H
 
