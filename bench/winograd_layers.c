@@ -35,9 +35,13 @@ static void run(int c, ssl_ctx *ctx, int bwd, float *y, float *dx, float *dw, co
         if (bwd) ssl_winograd_conv_bwd_opts(ctx, &o, dx, dw, dy, x, w, d);
         else ssl_winograd_conv_fwd_opts(ctx, &o, y, x, w, d);
     } else if (bwd) {
+        ctx->direct_conv = 1; /* the backends' own kernels, not Winograd again */
         be->conv2d_bwd(ctx, dx, dw, dy, x, w, d);
+        ctx->direct_conv = 0;
     } else {
+        ctx->direct_conv = 1;
         be->conv2d_fwd(ctx, y, x, w, d);
+        ctx->direct_conv = 0;
     }
 }
 
