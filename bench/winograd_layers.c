@@ -1,13 +1,15 @@
 /* Winograd against the current backends on the 3x3 stride-1 convolutions of
  * a ResNet-18 (small stem): for each such layer, ms per call of forward and
- * backward (dx + dw) for Winograd F(2x2,3x3), F(4x4,3x3), oneDNN
- * (ssl_backend_dnnl) and the cpu backend (im2col + BLAS), activations in
+ * backward (dx + dw) for Winograd F(2x2,3x3), F(4x4,3x3), the dense GEMM of
+ * planes no larger than the kernel (smallconv.c, where it applies), oneDNN's
+ * direct kernels and the cpu backend's im2col + BLAS, activations in
  * CNHW. The machine may be shared, so the contestants run interleaved
  * (A B C D, A B C D, ...) and each cell gives the best and the mean over
  * rounds. GFLOP/s are effective: direct-convolution FLOP (2 N K C 9 H W)
  * per second, whatever the algorithm really computes.
  * Usage: winograd_layers [width 64] [batch 512] [size 28] [threads 2] [rounds 3] */
 #define _POSIX_C_SOURCE 200809L
+#include "ops/smallconv.h"
 #include "ops/winograd.h"
 #include "selfsup/ops_dnnl.h"
 
@@ -15,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { WG2, WG4, DNNL, CPU, NCONT };
-static const char *cont_name[NCONT] = {"wino F(2,3)", "wino F(4,3)", "dnnl", "cpu"};
+enum { WG2, WG4, DENSE, DNNL, CPU, NCONT };
+static const char *cont_name[NCONT] = {"wino F(2,3)", "wino F(4,3)", "dense GEMM", "dnnl", "cpu"};
 
 static void fill(float *p, long n, uint64_t seed)
 {
@@ -34,6 +36,9 @@ static void run(int c, ssl_ctx *ctx, int bwd, float *y, float *dx, float *dw, co
         ssl_winograd_opts o = {.tile = c == WG2 ? 2 : 4};
         if (bwd) ssl_winograd_conv_bwd_opts(ctx, &o, dx, dw, dy, x, w, d);
         else ssl_winograd_conv_fwd_opts(ctx, &o, y, x, w, d);
+    } else if (c == DENSE) {
+        if (bwd) ssl_smallconv_bwd(ctx, dx, dw, dy, x, w, d);
+        else ssl_smallconv_fwd(ctx, y, x, w, d);
     } else if (bwd) {
         ctx->direct_conv = 1; /* the backends' own kernels, not Winograd again */
         be->conv2d_bwd(ctx, dx, dw, dy, x, w, d);
@@ -79,13 +84,14 @@ int main(int argc, char **argv)
             for (int p = 0; p < 2; p++) {
                 best[c][p] = 1e30;
                 sum[c][p] = 0;
-                if (c == DNNL && !have_dnnl) continue;
+                if ((c == DNNL && !have_dnnl) || (c == DENSE && !ssl_smallconv_suits(&d))) continue;
                 run(c, &ctx, p, y, dx, dw, x, w, dy, &d); /* warm-up: plans, scratch */
             }
         for (int r = 0; r < rounds; r++)
             for (int c = 0; c < NCONT; c++)
                 for (int p = 0; p < 2; p++) {
-                    if (c == DNNL && !have_dnnl) continue;
+                    if ((c == DNNL && !have_dnnl) || (c == DENSE && !ssl_smallconv_suits(&d)))
+                        continue;
                     double t0 = ssl_time();
                     run(c, &ctx, p, y, dx, dw, x, w, dy, &d);
                     double ms = 1e3 * (ssl_time() - t0);
@@ -108,7 +114,7 @@ int main(int argc, char **argv)
     }
     printf("\nall 3x3 s1 convs of the network (fwd + bwd, best times x count):");
     for (int c = 0; c < NCONT; c++)
-        if (net[c][0] > 0) printf("  %s %.0f ms", cont_name[c], net[c][0] + net[c][1]);
+        if (net[c][0] > 0 && c != DENSE) printf("  %s %.0f ms", cont_name[c], net[c][0] + net[c][1]);
     printf("\n");
     if (ctx.failed) fprintf(stderr, "error: %s\n", ctx.err);
     ssl_ctx_free(&ctx);

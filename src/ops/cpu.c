@@ -3,9 +3,12 @@
  * channels. BLAS runs single-threaded inside each task, so exactly n_threads
  * threads work and none oversubscribe. 3x3 stride-1 convolutions of 16+
  * channels and 8+ images go to the Winograd kernels (winograd.c, checked
- * by tests/test_winograd.c). Checked against ref.c by tests/test_ops.c. */
+ * by tests/test_winograd.c); planes no larger than the kernel (the 2x2 and
+ * 3x3 maps of small crops) to one GEMM (smallconv.c). Checked against ref.c
+ * by tests/test_ops.c. */
 #include "selfsup/ops.h"
 
+#include "smallconv.h"
 #include "winograd.h"
 
 #include <math.h>
@@ -132,6 +135,10 @@ static void act_block(ssl_layout l, int N, int ch, long hw, int n0, const float 
 static void cpu_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
                            const ssl_conv_desc *d)
 {
+    if (!ctx->direct_conv && ssl_smallconv_suits(d)) {
+        ssl_smallconv_fwd(ctx, y, x, w, d);
+        return;
+    }
     if (!ctx->direct_conv && ssl_winograd_fast() && ssl_winograd_suits(d)) {
         ssl_winograd_conv_fwd(ctx, y, x, w, d);
         return;
@@ -167,6 +174,10 @@ static void cpu_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *
 static void cpu_conv2d_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy,
                            const float *x, const float *w, const ssl_conv_desc *d)
 {
+    if (!ctx->direct_conv && ssl_smallconv_suits(d)) {
+        ssl_smallconv_bwd(ctx, dx, dw, dy, x, w, d);
+        return;
+    }
     if (!ctx->direct_conv && ssl_winograd_fast() && ssl_winograd_suits(d)) {
         ssl_winograd_conv_bwd(ctx, dx, dw, dy, x, w, d);
         return;
