@@ -245,8 +245,9 @@ static void test_shapes(ssl_ctx *ctx, ssl_rng *rng)
     test_conv(ctx, rng, 3, 16, 7, 7, 32, 3, 2, 1); /* blocked channels, stride 2 */
     test_conv(ctx, rng, 2, 9, 5, 7, 10, 3, 1, 1);   /* channels past one block */
     test_conv(ctx, rng, 2, 64, 17, 16, 64, 3, 1, 1); /* big layer: dw from the cpu backend */
-    test_conv(ctx, rng, 9, 16, 2, 2, 32, 3, 1, 1);   /* small planes: one GEMM */
-    test_conv(ctx, rng, 10, 17, 3, 3, 9, 3, 1, 1);
+    test_conv(ctx, rng, 9, 16, 2, 2, 32, 3, 1, 1);   /* 2x2: one GEMM */
+    test_conv(ctx, rng, 10, 17, 3, 3, 9, 3, 1, 1);   /* 3x3, <= 64 channels: direct */
+    test_conv(ctx, rng, 9, 65, 3, 3, 66, 3, 1, 1);   /* 3x3, 65+ channels: Winograd */
     test_conv(ctx, rng, 9, 16, 3, 3, 32, 3, 2, 1);   /* stride 2: 3x3 -> 2x2 */
     test_twice(ctx, be, rng);
     test_twice(ctx, ssl_backend_dnnl_every(), rng);

@@ -483,14 +483,16 @@ static void test_backends(ssl_ctx *ctx)
     test_conv(ctx, &rng, 11, 3, 5, 6, 4, 3, 1, 1); /* CNHW chunks of 2, last of 1 */
     test_conv(ctx, &rng, 11, 3, 5, 6, 4, 1, 1, 0);
     test_conv(ctx, &rng, 1, 3, 4, 4, 2, 3, 1, 1);  /* fewer images than threads */
-    /* planes no larger than the kernel: one GEMM (smallconv.c), 8+ images */
+    /* tiny planes, 8+ images: one GEMM (smallconv.c) where in x out pixels
+     * <= 16, else Winograd or im2col */
     test_conv(ctx, &rng, 9, 5, 2, 2, 6, 3, 1, 1);
-    test_conv(ctx, &rng, 10, 4, 3, 3, 7, 3, 1, 1);
-    test_conv(ctx, &rng, 8, 3, 2, 3, 5, 3, 1, 1);
+    test_conv(ctx, &rng, 8, 3, 2, 1, 5, 3, 1, 1);
     test_conv(ctx, &rng, 11, 6, 1, 1, 3, 3, 1, 1);  /* only the centre tap */
-    test_conv(ctx, &rng, 9, 5, 3, 3, 4, 3, 2, 1);   /* stride 2: 3x3 -> 2x2 */
-    test_conv(ctx, &rng, 8, 2, 3, 3, 3, 3, 1, 0);   /* no padding: 1x1 out */
-    test_conv(ctx, &rng, 7, 5, 2, 2, 6, 3, 1, 1);   /* 7 images: im2col */
+    test_conv(ctx, &rng, 9, 4, 2, 2, 3, 3, 2, 1);   /* stride 2: 2x2 -> 1x1 */
+    test_conv(ctx, &rng, 8, 2, 3, 3, 3, 3, 1, 0);   /* no padding: 3x3 -> 1x1 */
+    test_conv(ctx, &rng, 10, 4, 3, 3, 7, 3, 1, 1);  /* 81 > 16: not the GEMM */
+    test_conv(ctx, &rng, 9, 5, 3, 3, 4, 3, 2, 1);
+    test_conv(ctx, &rng, 7, 5, 2, 2, 6, 3, 1, 1);   /* 7 images: not the GEMM */
     test_bn(ctx, &rng, 3, 5, 63);
     test_bn(ctx, &rng, 7, 3, 1); /* the (N, C) case of MLP heads */
     test_bn_fused(ctx, &rng, 3, 5, 63);

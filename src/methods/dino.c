@@ -55,6 +55,7 @@ static int dino_validate(ssl_method_config *c, char *err)
     if (c->global_scale_min == SSL_UNSET) c->global_scale_min = 0.14f;
     if (c->local_scale_min == SSL_UNSET) c->local_scale_min = 0.05f;
     if (c->local_scale_max == SSL_UNSET) c->local_scale_max = 0.14f;
+    if (c->head_bn == SSL_UNSET) c->head_bn = 0;
     if (!(c->temperature > 0))
         return ssl_fail(err, SSL_EINVAL, "--temperature must be > 0 (got %g)", c->temperature);
     if (!(c->teacher_temp > 0) || !(c->warmup_teacher_temp > 0))
@@ -64,6 +65,8 @@ static int dino_validate(ssl_method_config *c, char *err)
     if (c->warmup_teacher_temp_epochs != floorf(c->warmup_teacher_temp_epochs))
         return ssl_fail(err, SSL_EINVAL, "--warmup-teacher-temp-epochs must be a whole number (got %g)",
                         c->warmup_teacher_temp_epochs);
+    if (c->head_bn > 1)
+        return ssl_fail(err, SSL_EINVAL, "--head-bn must be 0 or 1 (got %d)", c->head_bn);
     if (c->proj_hidden < 1 || c->bottleneck_dim < 1 || c->out_dim < 1)
         return ssl_fail(err, SSL_EINVAL, "--proj-hidden, --bottleneck-dim and --out-dim must be >= 1");
     if (ssl_method_check_momentum(c, 0.996f, 1.0f, err)) return SSL_EINVAL;
@@ -104,13 +107,13 @@ static void trunc_normal(float *w, long n, float std, ssl_rng *rng)
     }
 }
 
-/* DINOHead(in, out_dim, use_bn=False, norm_last_layer=True) into r under
+/* DINOHead(in, out_dim, use_bn=head_bn, norm_last_layer=True) into r under
  * "head."; weight_g (fixed ones, torch's name) goes to gains. */
 static int head_init(dino_head *h, ssl_registry *r, ssl_registry *gains, const ssl_method_config *c,
                      int in, ssl_rng *rng)
 {
     ssl_mlp_spec spec = {.n_layers = 3, .dims = {in, c->proj_hidden, c->proj_hidden, c->bottleneck_dim},
-                         .act = SSL_ACT_GELU};
+                         .act = SSL_ACT_GELU, .hidden_bn = c->head_bn};
     if (ssl_mlp_init_spec(&h->mlp, r, "head.mlp", &spec, rng)) return SSL_ENOMEM;
     for (int i = 0; i < spec.n_layers; i++) {
         trunc_normal(h->mlp.w[i].data, ssl_tensor_numel(&h->mlp.w[i]), 0.02f, rng);

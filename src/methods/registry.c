@@ -70,6 +70,7 @@ const ssl_method_field ssl_method_fields[] = {
     I("vocab-size", vocab_size, "BEiT: visual-token vocabulary (tokenizer codebook size)"),
     I("tokenizer-steps", tokenizer_steps, "BEiT: steps training the tokenizer before pretraining"),
     I("freeze-patch-embed", freeze_patch_embed, "MoCo v3 (ViT): 1 = frozen random patch projection"),
+    I("head-bn", head_bn, "DINO: 1 = BatchNorm after the head's hidden layers (DINOHead use_bn)"),
 };
 #undef F
 #undef I

@@ -4,7 +4,8 @@
  * of the kernel that join output pixel q to input pixel p (zero where the
  * tap falls in the padding). With H W <= R S, M has no more entries than the
  * direct convolution has multiply-adds (for 2x2 maps and a 3x3 kernel, 16
- * against 36 per channel pair), so the layer becomes one GEMM over all the
+ * against 36 per channel pair; ssl_smallconv_suits takes the planes where
+ * it also beats Winograd), so the layer becomes one GEMM over all the
  * images, the backend's linear op, without im2col or tile transforms:
  *   forward          Y (N, K OH OW) = X (N, C H W) M^T
  *   backward data    dX += dY M
