@@ -62,6 +62,7 @@ typedef struct ssl_method_config {
     int vocab_size;       /* BEiT: visual tokens (tokenizer codebook size) */
     int tokenizer_steps;  /* BEiT: training steps of its tokenizer before pretraining */
     int freeze_patch_embed; /* MoCo v3 on a ViT: 1 = fixed random patch projection */
+    int head_bn;          /* DINO: 1 = BatchNorm after the head's hidden layers (DINOHead use_bn) */
 } ssl_method_config;
 
 /* Every field unset. */
