@@ -337,6 +337,7 @@ int main(void)
     /* Second goldens of a method: other settings of the same code. */
     static const char *const variants[][2] = {
         {"moco_final", "moco"}, /* --final-momentum: the cosine key-encoder ramp */
+        {"dino_bn", "dino"},    /* --head-bn 1: BatchNorm in the DINO head */
     };
     for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) {
         char path[1024], err[SSL_ERR_LEN];

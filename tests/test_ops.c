@@ -498,6 +498,7 @@ static void test_backends(ssl_ctx *ctx)
     test_bn_fused(ctx, &rng, 3, 5, 63);
     test_bn_fused(ctx, &rng, 5, 2, 1);
     test_bn_fused(ctx, &rng, 6, 3, 400); /* a channel of 2400 values */
+    test_bn_fused(ctx, &rng, 19, 3, 5);  /* backward: 2 groups of 8 images + 3 */
     test_bn(ctx, &rng, 9, 150, 1);       /* heads: column blocks of 64, 64, 22 */
     test_bn_fused(ctx, &rng, 9, 150, 1);
     test_relu(ctx, &rng, 1001);

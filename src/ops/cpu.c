@@ -3,9 +3,9 @@
  * channels. BLAS runs single-threaded inside each task, so exactly n_threads
  * threads work and none oversubscribe. 3x3 stride-1 convolutions of 16+
  * channels and 8+ images go to the Winograd kernels (winograd.c, checked
- * by tests/test_winograd.c); planes no larger than the kernel (the 2x2 and
- * 3x3 maps of small crops) to one GEMM (smallconv.c). Checked against ref.c
- * by tests/test_ops.c. */
+ * by tests/test_winograd.c); 2x2 and smaller planes (small crops in the last
+ * stage) to one GEMM (smallconv.c). Checked against ref.c by
+ * tests/test_ops.c. */
 #include "selfsup/ops.h"
 
 #include "smallconv.h"
@@ -385,69 +385,45 @@ static void bn_rows_bwd(ssl_ctx *ctx, float *dx, float *dskip, float *dgamma, fl
     }
 }
 
-/* A channel's backward sums over a run of n values: sdy += sum dz and
- * sdyxh += sum dz (x - mu), dz = dy (relu: where y > 0). Sixteen float lanes
- * per block of BN_BLOCK values, each block's lanes then added in double: the
- * lanes let the compiler vectorise (a single float chain is latency-bound at
- * one value per 4 cycles, slower than memory), the blocks keep float sums
- * short. relu is a constant at both call sites, so each gets its own loop. */
-enum { BN_LANES = 16, BN_BLOCK = 1024 };
+/* A channel's backward sums: sdy = sum dz and sdyxh = sum dz (x - mu),
+ * dz = dy (relu: where y > 0), per image a float chain over its HW values
+ * (no contraction: -std=c11), the images' sums then added in double in
+ * image order. One chain is latency-bound (a value per 4 cycles, slower
+ * than memory), so BN_CHAINS images run side by side: each image's chain,
+ * and so the result, is the same as one image at a time. */
+enum { BN_CHAINS = 8 };
 
 static inline void bn_dsums(double *sdy, double *sdyxh, const float *dy, const float *x,
-                            const float *y, float mu, long n, int relu)
+                     const float *y, float mu, int c, int N, int C, int HW, ssl_layout l,
+                     int relu)
 {
-    for (long i0 = 0; i0 < n; i0 += BN_BLOCK) {
-        const long e = n - i0 < BN_BLOCK ? n : i0 + BN_BLOCK;
-        float a[BN_LANES] = {0}, b[BN_LANES] = {0};
-        long i = i0;
-        for (; i + BN_LANES <= e; i += BN_LANES) {
-#pragma omp simd
-            for (int j = 0; j < BN_LANES; j++) {
-                const float dz = !relu || y[i + j] > 0.0f ? dy[i + j] : 0.0f;
-                a[j] += dz;
-                b[j] += dz * (x[i + j] - mu);
+    int n = 0;
+    for (; n + BN_CHAINS <= N; n += BN_CHAINS) {
+        long o[BN_CHAINS];
+        float a[BN_CHAINS] = {0}, b[BN_CHAINS] = {0};
+        for (int k = 0; k < BN_CHAINS; k++) o[k] = ssl_act_index(l, N, C, HW, n + k, c, 0);
+        for (int i = 0; i < HW; i++)
+            for (int k = 0; k < BN_CHAINS; k++) {
+                const float dz = !relu || y[o[k] + i] > 0.0f ? dy[o[k] + i] : 0.0f;
+                a[k] += dz;
+                b[k] += dz * (x[o[k] + i] - mu);
             }
+        for (int k = 0; k < BN_CHAINS; k++) {
+            *sdy += a[k];
+            *sdyxh += b[k];
         }
-        for (; i < e; i++) {
-            const float dz = !relu || y[i] > 0.0f ? dy[i] : 0.0f;
-            a[0] += dz;
-            b[0] += dz * (x[i] - mu);
-        }
-        double sa = 0, sb = 0;
-        for (int j = 0; j < BN_LANES; j++) {
-            sa += a[j];
-            sb += b[j];
-        }
-        *sdy += sa;
-        *sdyxh += sb;
     }
-}
-
-/* sum of p[i] (sq: of (p[i] - mu)^2) over n values, in BN_LANES float lanes
- * per block of BN_BLOCK values and double across blocks, as bn_dsums. */
-static inline double bn_sum(const float *p, float mu, long n, int sq)
-{
-    double s = 0;
-    for (long i0 = 0; i0 < n; i0 += BN_BLOCK) {
-        const long e = n - i0 < BN_BLOCK ? n : i0 + BN_BLOCK;
-        float a[BN_LANES] = {0};
-        long i = i0;
-        for (; i + BN_LANES <= e; i += BN_LANES) {
-#pragma omp simd
-            for (int j = 0; j < BN_LANES; j++) {
-                const float d = p[i + j] - mu;
-                a[j] += sq ? d * d : d;
-            }
+    for (; n < N; n++) {
+        const long o = ssl_act_index(l, N, C, HW, n, c, 0);
+        float a = 0, b = 0;
+        for (int i = 0; i < HW; i++) {
+            const float dz = !relu || y[o + i] > 0.0f ? dy[o + i] : 0.0f;
+            a += dz;
+            b += dz * (x[o + i] - mu);
         }
-        for (; i < e; i++) {
-            const float d = p[i] - mu;
-            a[0] += sq ? d * d : d;
-        }
-        double sb = 0;
-        for (int j = 0; j < BN_LANES; j++) sb += a[j];
-        s += sb;
+        *sdy += a;
+        *sdyxh += b;
     }
-    return s;
 }
 
 static void cpu_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const float *x,
@@ -467,9 +443,20 @@ static void cpu_bn_fwd(ssl_ctx *ctx, float *y, float *mean, float *invstd, const
     for (int c = 0; c < C; c++) {
         double s = 0, s2 = 0;
         if (training) {
-            for (int j = 0; j < nseg; j++) s += bn_sum(x + bn_run(l, N, C, HW, c, j), 0.0f, len, 0);
+            for (int j = 0; j < nseg; j++) {
+                const float *p = x + bn_run(l, N, C, HW, c, j);
+#pragma omp simd reduction(+ : s)
+                for (long i = 0; i < len; i++) s += p[i];
+            }
             const float fm = (float)(s / m);
-            for (int j = 0; j < nseg; j++) s2 += bn_sum(x + bn_run(l, N, C, HW, c, j), fm, len, 1);
+            for (int j = 0; j < nseg; j++) {
+                const float *p = x + bn_run(l, N, C, HW, c, j);
+#pragma omp simd reduction(+ : s2)
+                for (long i = 0; i < len; i++) {
+                    const double d = p[i] - fm;
+                    s2 += d * d;
+                }
+            }
         }
         float a, b;
         bn_stats(s, s2, m, training, c, momentum, eps, gamma, beta, running_mean, running_var, mean,
@@ -516,11 +503,8 @@ static void cpu_bn_bwd(ssl_ctx *ctx, float *dx, float *dskip, float *dgamma, flo
     for (int c = 0; c < C; c++) {
         double sdy = 0, sdyxh = 0;
         const float mu = mean[c], is = invstd[c];
-        for (int j = 0; j < nseg; j++) {
-            const long o = bn_run(l, N, C, HW, c, j);
-            if (relu) bn_dsums(&sdy, &sdyxh, dy + o, x + o, y + o, mu, len, 1);
-            else bn_dsums(&sdy, &sdyxh, dy + o, x + o, NULL, mu, len, 0);
-        }
+        if (relu) bn_dsums(&sdy, &sdyxh, dy, x, y, mu, c, N, C, HW, l, 1);
+        else bn_dsums(&sdy, &sdyxh, dy, x, NULL, mu, c, N, C, HW, l, 0);
         sdyxh *= is;
         if (dgamma) dgamma[c] += (float)sdyxh;
         if (dbeta) dbeta[c] += (float)sdy;

@@ -9,7 +9,9 @@ the teacher on the global crops only, centering (center starts at 0 and
 moves after every step), the teacher temperature warm-up (linspace(0.04,
 0.07, 3) over epochs 0-2 at one step per epoch), the last layer frozen in
 epoch 0 only, and the EMA teacher with a cosine momentum (base 0.9 over 6
-steps, so the schedule is visible).
+steps, so the schedule is visible). A second golden, method_dino_bn, has
+BatchNorm after the head's hidden layers (DINOHead use_bn=True, selfsup's
+--head-bn 1), the teacher's head normalising its own batch.
 
 Usage: /usr/bin/python3 tests/torch/gen_method_dino.py OUTDIR
 """
@@ -33,13 +35,20 @@ BASE_MOMENTUM, CENTER_MOMENTUM, FREEZE_LAST_LAYER = 0.9, 0.9, 1
 
 
 class DINOHead(nn.Module):
-    """main_dino.py's DINOHead(use_bn=False, norm_last_layer=True, nlayers=3)."""
+    """main_dino.py's DINOHead(use_bn, norm_last_layer=True, nlayers=3)."""
 
-    def __init__(self, in_dim, out_dim, hidden_dim, bottleneck_dim):
+    def __init__(self, in_dim, out_dim, hidden_dim, bottleneck_dim, use_bn=False):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(),
-                                 nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
-                                 nn.Linear(hidden_dim, bottleneck_dim))
+        layers = [nn.Linear(in_dim, hidden_dim)]
+        if use_bn:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers.append(nn.GELU())
+        layers.append(nn.Linear(hidden_dim, hidden_dim))
+        if use_bn:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers.append(nn.GELU())
+        layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+        self.mlp = nn.Sequential(*layers)
         self.apply(self._init_weights)
         self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
         self.last_layer.weight_g.data.fill_(1)
@@ -128,11 +137,11 @@ def cancel_gradients_last_layer(epoch, model, freeze_last_layer):
             p.grad = None
 
 
-def main():
+def main(outdir, use_bn=False):
     gen = torch.Generator().manual_seed(31)
     torch.manual_seed(31)
     enc = prepare(encoder(), gen)
-    head = DINOHead(FEAT, OUT, HIDDEN, BOTTLENECK)
+    head = DINOHead(FEAT, OUT, HIDDEN, BOTTLENECK, use_bn)
     # The test replays from whatever state this file holds, so the MLP starts
     # from nn.Linear's default init instead of DINO's std 0.02: on this tiny
     # encoder the 0.02 init lets one step's bias update dominate the head, so
@@ -142,7 +151,7 @@ def main():
         if isinstance(layer, nn.Linear):
             layer.reset_parameters()
     student = MultiCropWrapper(enc, head)
-    teacher = MultiCropWrapper(encoder(), DINOHead(FEAT, OUT, HIDDEN, BOTTLENECK))
+    teacher = MultiCropWrapper(encoder(), DINOHead(FEAT, OUT, HIDDEN, BOTTLENECK, use_bn))
     teacher.load_state_dict(student.state_dict())  # BN statistics included
     for p in teacher.parameters():
         p.requires_grad = False
@@ -155,6 +164,8 @@ def main():
               "warmup_teacher_temp": WARMUP_T, "warmup_teacher_temp_epochs": WARMUP_T_EPOCHS,
               "center_momentum": CENTER_MOMENTUM, "freeze_last_layer_epochs": FREEZE_LAST_LAYER,
               "global_crops": 2, "local_crops": len(SIZES) - 2}
+    if use_bn:
+        config["head_bn"] = 1
     # A small lr, as for SwAV: 6x6 crops make layer4 1x1, where one ReLU
     # flipped by float32 rounding moves whole-image gradients by percents.
     g = Golden("dino", config, STEPS, lr=0.002, total_steps=TOTAL, steps_per_epoch=SPE)
@@ -183,8 +194,9 @@ def main():
         g.after(it, "teacher.", teacher.backbone)
         g.after(it, "teacher.head.", teacher.head)
         g.t["step%d.after.center" % it] = dino_loss.center.clone()
-    g.save(sys.argv[1])
+    g.save(outdir, "dino_bn" if use_bn else None)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])
+    main(sys.argv[1], use_bn=True)
