@@ -251,4 +251,17 @@ static void test_shapes(ssl_ctx *ctx, ssl_rng *rng)
     test_conv(ctx, rng, 9, 16, 3, 3, 32, 3, 2, 1);   /* stride 2: 3x3 -> 2x2 */
     test_twice(ctx, be, rng);
     test_twice(ctx, ssl_backend_dnnl_every(), rng);
+    /* batches run in chunks of images when the reordered copies exceed
+     * ctx->conv_buffer_cap: one image per chunk (cap 1 byte), then chunks of
+     * 3 + 2 or so (16 KB against about 26 KB for 5 images of 16x7x7) */
+    static const size_t caps[2] = {1, 16384};
+    for (int i = 0; i < 2; i++) {
+        ctx->conv_buffer_cap = caps[i];
+        printf("  chunks under a cap of %zu bytes:\n", caps[i]);
+        test_conv(ctx, rng, 5, 16, 7, 7, 32, 3, 2, 1);   /* stride 2, dw from oneDNN */
+        test_conv(ctx, rng, 5, 9, 5, 7, 10, 3, 1, 1);
+        test_conv(ctx, rng, 3, 64, 17, 16, 64, 3, 1, 1); /* dw from the cpu backend, dx chunked */
+        test_twice(ctx, ssl_backend_dnnl_every(), rng);
+    }
+    ctx->conv_buffer_cap = 0;
 }

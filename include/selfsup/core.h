@@ -67,6 +67,10 @@ typedef struct ssl_ctx {
      * output gradients rounded to bf16, products summed in fp32, outputs,
      * gradients and the parameters kept in fp32. Other ops stay fp32. */
     int bf16;
+    /* The dnnl backend's most bytes of reordered copies (its blocked layout
+     * of x, y, dy, dx) per convolution call; a batch needing more runs in
+     * chunks of images, each within it. 0: 64 MB. */
+    size_t conv_buffer_cap;
     /* Set while a profiling backend runs (ssl_profile_wrap, ops.h). */
     struct ssl_profile *profile;
     /* Sticky failure of an op that returns void (scratch out of memory):

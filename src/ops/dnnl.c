@@ -59,6 +59,8 @@ typedef struct conv_plan {
     int bf16;     /* x, w, dy in bfloat16 (ctx->bf16) */
     int use_cpu;  /* the cpu backend runs it (faster, or oneDNN refused) */
     int cpu_weights; /* backward: the cpu backend computes dw, the plan dx */
+    int n_full;   /* images the caller's layout strides count (d.N, or more
+                     when d is a chunk of a larger batch) */
     int n_mems, n_steps;
     plan_mem mems[PLAN_MEMS];
     plan_step steps[PLAN_STEPS];
@@ -122,12 +124,13 @@ static void dims4(dnnl_dims_t d, int a, int b, int c, int e)
     d[0] = a; d[1] = b; d[2] = c; d[3] = e;
 }
 
-/* Activation (n, c, h, w) in the caller's layout. */
-static void act_md(dnnl_memory_desc_t *md, ssl_layout l, int N, int C, int H, int W)
+/* Activation (n, c, h, w) in the caller's layout, N images of a batch of
+ * n_full (CNHW strides count the whole batch). */
+static void act_md(dnnl_memory_desc_t *md, ssl_layout l, int N, int C, int H, int W, int n_full)
 {
     dnnl_dims_t dims, strides;
     long sn, sc;
-    ssl_layout_strides(l, N, C, H, W, &sn, &sc);
+    ssl_layout_strides(l, n_full, C, H, W, &sn, &sc);
     dims4(dims, N, C, H, W);
     dims4(strides, (int)sn, (int)sc, W, 1);
     dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides);
@@ -287,11 +290,11 @@ typedef struct conv_mds {
     dnnl_dims_t strides, pad_l, pad_r;
 } conv_mds;
 
-static void conv_mds_init(conv_mds *m, const ssl_conv_desc *d, int bf16)
+static void conv_mds_init(conv_mds *m, const ssl_conv_desc *d, int bf16, int n_full)
 {
     dnnl_data_type_t in = bf16 ? dnnl_bf16 : dnnl_f32;
-    act_md(&m->x, d->layout, d->N, d->C, d->H, d->W);
-    act_md(&m->y, d->layout, d->N, d->K, d->OH, d->OW);
+    act_md(&m->x, d->layout, d->N, d->C, d->H, d->W, n_full);
+    act_md(&m->y, d->layout, d->N, d->K, d->OH, d->OW, n_full);
     tag_md(&m->w, d->K, d->C, d->R, d->S, dnnl_oihw, dnnl_f32);
     tag_md(&m->ax, d->N, d->C, d->H, d->W, dnnl_format_tag_any, in);
     tag_md(&m->aw, d->K, d->C, d->R, d->S, dnnl_format_tag_any, in);
@@ -365,7 +368,7 @@ static int plan_build(conv_plan *p, dnnl_state *st)
     dnnl_convolution_desc_t fd, dd, wd;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
-    conv_mds_init(&m, &p->d, p->bf16);
+    conv_mds_init(&m, &p->d, p->bf16, p->n_full);
     int ok = dnnl_primitive_attr_create(&attr) == dnnl_success &&
              dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
     ok = ok && dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
@@ -427,7 +430,7 @@ static int dnnl_suits_weights(const ssl_conv_desc *d)
  * or that oneDNN refuses, gets a plan with use_cpu set (the cpu backend runs
  * it in fp32), so it is decided only once.
  * NULL (ctx->err set) only when out of memory or without an engine. */
-static conv_plan *get_plan(ssl_ctx *ctx, const ssl_conv_desc *d, int bwd, int every)
+static conv_plan *get_plan(ssl_ctx *ctx, const ssl_conv_desc *d, int bwd, int every, int n_full)
 {
     int bf16 = ctx->bf16 != 0;
     every |= bf16;
@@ -436,7 +439,7 @@ static conv_plan *get_plan(ssl_ctx *ctx, const ssl_conv_desc *d, int bwd, int ev
     for (int i = 0; i < st->n_plans; i++) {
         conv_plan *p = st->plans[i];
         if (p->bwd == bwd && p->every == every && p->bf16 == bf16 &&
-            p->n_threads == ctx->n_threads && same_desc(&p->d, d))
+            p->n_threads == ctx->n_threads && p->n_full == n_full && same_desc(&p->d, d))
             return p;
     }
     if (st->n_plans == st->cap) {
@@ -461,6 +464,7 @@ static conv_plan *get_plan(ssl_ctx *ctx, const ssl_conv_desc *d, int bwd, int ev
     p->every = every;
     p->bf16 = bf16;
     p->n_threads = ctx->n_threads;
+    p->n_full = n_full;
     p->cpu_weights = bwd && !every && !dnnl_suits_weights(d);
     if ((!every && !dnnl_suits(d)) || plan_build(p, st)) { /* keep only the key: cpu runs it */
         for (int i = 0; i < p->n_steps; i++) dnnl_primitive_destroy(p->steps[i].p);
@@ -518,25 +522,70 @@ static int use_winograd(const ssl_ctx *ctx, const ssl_conv_desc *d)
     return !(d->H * d->W <= 36 && d->C <= 64 && d->K <= 64);
 }
 
+/* Chunks of images a call of plan p runs in so that its reordered copies
+ * stay within ctx->conv_buffer_cap (64 MB by default): the first strided
+ * layer of ResNet-18 w64 on 2 x 256 32x32 images wanted 192 MB at once,
+ * which stayed in the process as scratch. */
+static int plan_chunks(const ssl_ctx *ctx, const conv_plan *p)
+{
+    const size_t cap = ctx->conv_buffer_cap ? ctx->conv_buffer_cap : (size_t)64 << 20;
+    size_t n = (p->scratch_bytes + cap - 1) / cap;
+    return n < 1 ? 1 : n > (size_t)p->d.N ? p->d.N : (int)n;
+}
+
+/* Image n0 of activation a (N images, ch channels, hw pixels) in layout l. */
+static float *image_at(const float *a, ssl_layout l, int N, int ch, long hw, int n0)
+{
+    long sn, sc;
+    ssl_layout_strides(l, N, ch, 1, (int)hw, &sn, &sc);
+    return a ? (float *)a + n0 * sn : NULL;
+}
+
+/* Runs plan p (for all d->N images) or, when its copies would exceed the
+ * cap, the plans of chunks of images whose results are the same: forward
+ * and dx are per image, dw is accumulated chunk after chunk. */
+static void run_chunked(ssl_ctx *ctx, conv_plan *p, const ssl_conv_desc *d, int every,
+                        void *const *t, int have_dx)
+{
+    const int chunks = plan_chunks(ctx, p);
+    if (chunks == 1) {
+        plan_run(ctx, p, t, have_dx);
+        return;
+    }
+    const int per = (d->N + chunks - 1) / chunks;
+    const long xhw = (long)d->H * d->W, yhw = (long)d->OH * d->OW;
+    for (int n0 = 0; n0 < d->N && !ctx->failed; n0 += per) {
+        ssl_conv_desc c = *d;
+        c.N = d->N - n0 < per ? d->N - n0 : per;
+        conv_plan *q = get_plan(ctx, &c, p->bwd, every, d->N);
+        if (!q) return;
+        void *u[T_COUNT] = {image_at(t[T_X], d->layout, d->N, d->C, xhw, n0), t[T_W],
+                            image_at(t[T_Y], d->layout, d->N, d->K, yhw, n0),
+                            image_at(t[T_DX], d->layout, d->N, d->C, xhw, n0), t[T_DW],
+                            image_at(t[T_DY], d->layout, d->N, d->K, yhw, n0)};
+        plan_run(ctx, q, u, have_dx);
+    }
+}
+
 static void conv_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
                      const ssl_conv_desc *d, int every)
 {
     if (!every && !ctx->bf16 && !ctx->direct_conv && ssl_smallconv_suits(d)) {
-        ssl_smallconv_fwd(ctx, y, x, w, d); /* planes of 3x3 and smaller: one GEMM */
+        ssl_smallconv_fwd(ctx, y, x, w, d); /* planes of 2x2 and smaller: one GEMM */
         return;
     }
     if (!every && use_winograd(ctx, d)) { /* 3x3/1: 1.7-2.3x oneDNN's direct kernels */
         ssl_winograd_conv_fwd(ctx, y, x, w, d);
         return;
     }
-    conv_plan *p = get_plan(ctx, d, 0, every);
+    conv_plan *p = get_plan(ctx, d, 0, every, d->N);
     if (!p) return;
     if (p->use_cpu) {
         ssl_backend_cpu()->conv2d_fwd(ctx, y, x, w, d);
         return;
     }
     void *t[T_COUNT] = {(void *)x, (void *)w, y, NULL, NULL, NULL};
-    plan_run(ctx, p, t, 0);
+    run_chunked(ctx, p, d, every, t, 0);
 }
 
 static void conv_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy, const float *x,
@@ -550,7 +599,7 @@ static void conv_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy, const 
         ssl_winograd_conv_bwd(ctx, dx, dw, dy, x, w, d);
         return;
     }
-    conv_plan *p = get_plan(ctx, d, 1, every);
+    conv_plan *p = get_plan(ctx, d, 1, every, d->N);
     if (!p) return;
     if (p->use_cpu) {
         ssl_backend_cpu()->conv2d_bwd(ctx, dx, dw, dy, x, w, d);
@@ -561,7 +610,7 @@ static void conv_bwd(ssl_ctx *ctx, float *dx, float *dw, const float *dy, const 
         if (!dx) return;
     }
     void *t[T_COUNT] = {(void *)x, (void *)w, NULL, dx, dw, (void *)dy};
-    plan_run(ctx, p, t, dx != NULL);
+    run_chunked(ctx, p, d, every, t, dx != NULL);
 }
 
 static void dnnl_conv2d_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
