@@ -74,11 +74,12 @@ static void test_shape(ssl_ctx *ctx, ssl_rng *rng, int m, int N, int C, int K, i
     ref->conv2d_fwd(ctx, yr, x, w, &dn);
     ref->conv2d_bwd(ctx, dxr, dwr, dy, x, w, &dn);
     double e[3] = {0, 0, 0};
-    for (int run = 0; run < 4; run++) {
+    for (int run = 0; run < 6; run++) {
         /* both layouts; default blocks, then the smallest (runs of tiles that
-         * start and end inside tile rows) */
+         * start and end inside tile rows), then those with the weight
+         * gradient's threads splitting the output channels */
         const int l = run & 1;
-        ssl_winograd_opts o = {.tile = m, .block_bytes = run < 2 ? 0 : 1};
+        ssl_winograd_opts o = {.tile = m, .block_bytes = run < 2 ? 0 : 1, .split_k = run < 4 ? -1 : 1};
         ssl_conv_desc d = dn;
         d.layout = (ssl_layout)l;
         float *xl = in_layout(x, d.layout, N, C, H * W), *dyl = in_layout(dy, d.layout, N, K, H * W);
@@ -176,6 +177,22 @@ static void test_threads(ssl_rng *rng, int m)
     CHECK(!memcmp(out[1][2], out[2][2], sizeof(float) * nw), "F(%d,3) dw not repeatable", m);
     double e = check_rel_err(out[1][2], out[0][2], nw);
     CHECK(e <= (m == 2 ? TOL_F23_DW : TOL_F43_DW), "F(%d,3) dw 3 vs 1 threads: %.2e", m, e);
+    /* threads splitting the output channels: dw the same on 1, 2 and 3 threads */
+    float *ks[3];
+    for (int t = 0; t < 3; t++) {
+        ssl_ctx ctx;
+        CHECK(ssl_ctx_init(&ctx, 1, t + 1) == 0, "ctx");
+        ks[t] = calloc((size_t)nw, sizeof(float));
+        ssl_winograd_opts o = {.tile = m, .block_bytes = 1, .split_k = 1};
+        ssl_winograd_conv_bwd_opts(&ctx, &o, NULL, ks[t], dy, x, w, &d);
+        ssl_ctx_free(&ctx);
+    }
+    for (int t = 1; t < 3; t++)
+        CHECK(!memcmp(ks[0], ks[t], sizeof(float) * nw), "F(%d,3) split-K dw differs on %d threads",
+              m, t + 1);
+    e = check_rel_err(ks[0], out[0][2], nw);
+    CHECK(e <= (m == 2 ? TOL_F23_DW : TOL_F43_DW), "F(%d,3) split-K dw vs tiles: %.2e", m, e);
+    for (int t = 0; t < 3; t++) free(ks[t]);
     for (int t = 0; t < 3; t++)
         for (int i = 0; i < 3; i++) free(out[t][i]);
     free(x); free(w); free(dy);

@@ -554,6 +554,18 @@ static void run_chunked(ssl_ctx *ctx, conv_plan *p, const ssl_conv_desc *d, int 
     }
     const int per = (d->N + chunks - 1) / chunks;
     const long xhw = (long)d->H * d->W, yhw = (long)d->OH * d->OW;
+    /* the chunks' plans (two sizes at most) first: should oneDNN refuse one,
+     * the whole batch runs in p, before any chunk has added to dw */
+    for (int k = 0; k < 2; k++) {
+        ssl_conv_desc c = *d;
+        c.N = k == 0 ? per : d->N - (d->N - 1) / per * per; /* the last chunk */
+        conv_plan *q = get_plan(ctx, &c, p->bwd, every, d->N);
+        if (!q) return;
+        if (q->use_cpu) {
+            plan_run(ctx, p, t, have_dx);
+            return;
+        }
+    }
     for (int n0 = 0; n0 < d->N && !ctx->failed; n0 += per) {
         ssl_conv_desc c = *d;
         c.N = d->N - n0 < per ? d->N - n0 : per;

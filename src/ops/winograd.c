@@ -23,7 +23,8 @@
  * schedule and each block is transformed, multiplied and transformed back by
  * one thread. Forward and backward data are therefore the same whatever the
  * thread count; the weight gradient sums per-thread partial sums in thread
- * order (repeatable for a given thread count, like the cpu backend).
+ * order (repeatable for a given thread count, like the cpu backend), or,
+ * for the widest layers, the threads split its output channels.
  * Checked against ref.c by tests/test_winograd.c. */
 #include "winograd.h"
 
@@ -750,9 +751,14 @@ static void pack4(float *dst, const float *src, int rows, int T)
  * (alpha^2 x K x C): per block of tiles, x and dy are transformed, each
  * slice xi is transposed (tiles become the GEMM's inner dimension) and
  * multiplied into dW'[xi]. At the end dw += G^T (sum of the threads' dW',
- * in thread order) G. */
-static int wg_dw(ssl_ctx *ctx, int m, long budget, float *dw, const float *dy, const float *x,
-                 const ssl_conv_desc *d)
+ * in thread order) G.
+ * With split_k the threads split the output channels instead: each walks
+ * all the tiles (so each transforms all of x) for its own rows of one
+ * shared dW', whose copies per thread would be the largest scratch of a
+ * wide network (2 x 38 MB at 512 channels); the sums then do not depend on
+ * the thread count. */
+static int wg_dw(ssl_ctx *ctx, int m, long budget, int split_k, float *dw, const float *dy,
+                 const float *x, const ssl_conv_desc *d)
 {
     wg_geom g;
     geom_init(&g, m, d->N, d->C, d->K, d->H, d->W, d->layout);
@@ -770,9 +776,15 @@ static int wg_dw(ssl_ctx *ctx, int m, long budget, float *dw, const float *dy, c
     const size_t w_sz = round16((size_t)A2 * Kb * 4 * Cs);
     const size_t ib_sz = round16((size_t)(run_rows(&g, P) * m + 2) * g.wp8 * 8);
     const size_t w_off = x_sz + y_sz + xt_sz + yt_sz; /* a thread's dW' in its share */
-    const size_t per = w_off + w_sz + ib_sz;
-    float *s = ssl_ctx_scratch(ctx, sizeof(float) * per * nt);
+    /* auto: split K where the per-thread copies would add 16 MB or more */
+    if (split_k == 0)
+        split_k = nt > 1 && Kb >= nt && w_sz * sizeof(float) * (size_t)(nt - 1) >= (16u << 20);
+    else
+        split_k = split_k > 0;
+    const size_t per = w_off + (split_k ? 0 : w_sz) + ib_sz;
+    float *s = ssl_ctx_scratch(ctx, sizeof(float) * (per * nt + (split_k ? w_sz : 0)));
     if (!s) return -1;
+    float *const shared_w = s + per * nt; /* split_k: the one dW' */
     const float *G = g_matrix(m);
 #pragma omp parallel num_threads(nt)
     {
@@ -783,9 +795,21 @@ static int wg_dw(ssl_ctx *ctx, int m, long budget, float *dw, const float *dy, c
         const int nth = 1;
 #endif
         float *X = s + per * tid, *D = X + x_sz, *XT = D + y_sz, *DT = XT + xt_sz;
-        float *Wt = X + w_off, *ib = Wt + w_sz;
-        memset(Wt, 0, sizeof(float) * w_sz);
-        const long a0 = g.npos * tid / nth, a1 = g.npos * (tid + 1) / nth;
+        float *Wt = split_k ? shared_w : X + w_off, *ib = split_k ? X + w_off : Wt + w_sz;
+        int kb0 = 0, kb1 = Kb;
+        long a0 = g.npos * tid / nth, a1 = g.npos * (tid + 1) / nth;
+        if (split_k) { /* rows kb0.. of every dW'[xi], all the tiles */
+            kb0 = Kb * tid / nth;
+            kb1 = Kb * (tid + 1) / nth;
+            a0 = 0;
+            a1 = g.npos;
+            for (int xi = 0; xi < A2; xi++)
+                memset(Wt + ((size_t)xi * Kb + kb0) * 4 * Cs, 0,
+                       sizeof(float) * (size_t)(kb1 - kb0) * 4 * Cs);
+        } else {
+            memset(Wt, 0, sizeof(float) * w_sz);
+        }
+        const int k0 = kb0 * 4, k1 = kb1 * 4 < K ? kb1 * 4 : K;
         for (long p0 = a0; p0 < a1; p0 += P) {
             const long p1 = p0 + P < a1 ? p0 + P : a1;
             const int T = (int)(p1 - p0) * 8;
@@ -793,7 +817,7 @@ static int wg_dw(ssl_ctx *ctx, int m, long budget, float *dw, const float *dy, c
             for (int c = 0; c < C; c++)
                 for (long p = p0; next_seg(&g, &p, p1, p0, &sg);)
                     transform_input(&g, &sg, ib, x, c, X + (size_t)c * T, (size_t)C * T);
-            for (int k = 0; k < K; k++)
+            for (int k = k0; k < k1; k++)
                 for (long p = p0; next_seg(&g, &p, p1, p0, &sg);) {
                     int col0, col1;
                     seg_span(&g, &sg, 0, &col0, &col1);
@@ -805,7 +829,7 @@ static int wg_dw(ssl_ctx *ctx, int m, long budget, float *dw, const float *dy, c
                 transpose_to(XT, Cs, X + (size_t)xi * C * T, C, T);
                 const float *Dx = D + (size_t)xi * K * T;
                 float *wx = Wt + (size_t)xi * Kb * 4 * Cs;
-                for (int kb = 0; kb < Kb; kb++) {
+                for (int kb = kb0; kb < kb1; kb++) {
                     float *panel = DT + (size_t)kb * 4 * T;
                     pack4(panel, Dx + (size_t)kb * 4 * T, K - kb * 4 < 4 ? K - kb * 4 : 4, T);
                     for (int c0 = 0, nv; c0 < Cv; c0 += nv * 8) {
@@ -823,7 +847,12 @@ static int wg_dw(ssl_ctx *ctx, int m, long budget, float *dw, const float *dy, c
             for (int c0 = 0; c0 < C; c0 += 8) {
                 vf t[18], mv[36];
                 for (int xi = 0; xi < A2; xi++) {
-                    const float *p = s + w_off + ((size_t)xi * Kb * 4 + k) * Cs + c0;
+                    const size_t o = ((size_t)xi * Kb * 4 + k) * Cs + c0;
+                    if (split_k) {
+                        mv[xi] = v_ld(shared_w + o);
+                        continue;
+                    }
+                    const float *p = s + w_off + o;
                     mv[xi] = v_ld(p);
                     for (int th = 1; th < nth; th++) mv[xi] = v_add(mv[xi], v_ld(p + per * th));
                 }
@@ -929,7 +958,7 @@ void ssl_winograd_conv_bwd_opts(ssl_ctx *ctx, const ssl_winograd_opts *o, float 
     /* dx: the forward of dy with the kernel flipped and C, K swapped, added */
     if (dx && wg_fwd(ctx, m, budget, dx, dy, w, 1, 1, d->N, d->K, d->C, d->H, d->W, d->layout))
         return;
-    wg_dw(ctx, m, budget, dw, dy, x, d);
+    wg_dw(ctx, m, budget, o ? o->split_k : 0, dw, dy, x, d);
 }
 
 void ssl_winograd_conv_fwd(ssl_ctx *ctx, float *y, const float *x, const float *w,
