@@ -394,9 +394,12 @@ static void bn_rows_bwd(ssl_ctx *ctx, float *dx, float *dskip, float *dgamma, fl
 enum { BN_CHAINS = 8 };
 
 static inline void bn_dsums(double *sdy, double *sdyxh, const float *dy, const float *x,
-                     const float *y, float mu, int c, int N, int C, int HW, ssl_layout l,
-                     int relu)
+                            const float *y, float mu, int c, int N, int C, int HW,
+                            ssl_layout l, int relu)
 {
+    /* full groups with the constant count (a variable count in one loop
+     * measured 0.089 -> 0.122 s of BN backward per DINO step), then the
+     * images left one at a time */
     int n = 0;
     for (; n + BN_CHAINS <= N; n += BN_CHAINS) {
         long o[BN_CHAINS];
